@@ -1,0 +1,55 @@
+"""Broker, state backend and resilience stack of the example app.
+
+This is the part of an application that a dramatiq-resilience user writes
+once: build the broker, ``install()`` the stack with a state backend, and set
+the broker as Dramatiq's global one before declaring actors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+import dramatiq_resilience as dr
+
+from .ledger import Ledger, MemoryLedger, RedisLedger
+
+#: Where the app keeps its state; unset means in memory (the embedded demo).
+REDIS_URL = os.environ.get("ACTORS_REDIS_URL")
+
+#: Prefix of every key the app writes, so that a shared Redis stays tidy.
+NAMESPACE = os.environ.get("ACTORS_NAMESPACE", "actors")
+
+broker: dramatiq.Broker
+backend: dr.StateBackend
+ledger: Ledger
+
+if REDIS_URL:
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=REDIS_URL, namespace=f"{NAMESPACE}:broker")
+    backend = dr.RedisBackend(url=REDIS_URL, namespace=NAMESPACE)
+    ledger = RedisLedger(REDIS_URL, namespace=f"{NAMESPACE}:ledger")
+else:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    backend = dr.StubBackend()
+    ledger = MemoryLedger()
+
+stack = dr.install(broker, backend=backend)
+dramatiq.set_broker(broker)
+
+
+def cleanup() -> None:
+    """Delete every key the app wrote under its namespace (never the rest of Redis)."""
+    if REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            for key in client.scan_iter(match=f"{NAMESPACE}:*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()

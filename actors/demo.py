@@ -1,0 +1,59 @@
+"""The demo's scenes, run by ``dramatiq-resilience demo``.
+
+Each scene sends work to the app, waits for it, and returns summary lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import gateway, maintenance, payments, webhooks
+from .config import ledger
+
+
+def dead_lettered(ctx: Any, queue_name: str) -> int:
+    """How many messages of ``queue_name`` the broker dead-lettered."""
+    broker = ctx.broker
+    if ctx.mode == "in-process":
+        return len(broker.dead_letters_by_queue[queue_name])
+    return int(broker.client.zcard(f"{broker.namespace}:{queue_name}.XQ"))
+
+
+def payments_scene(ctx: Any) -> list[str]:
+    """Payments through a flaky gateway"""
+    orders = [f"order-{n:03d}" for n in range(1, 13)]
+    declined = {"order-004", "order-009"}
+    for order_id in orders:
+        card = gateway.DECLINED_CARD if order_id in declined else gateway.GOOD_CARD
+        payments.charge.send(order_id, "acme", 1_999, card)
+    ctx.say(f"sent {len(orders)} charges ({len(declined)} with a declined card)")
+    ctx.join("payments")
+    charges = ledger.table("charges")
+    calls = sum(ledger.table("gateway_calls").values())
+    return [
+        f"{len(orders)} charges sent, {len(charges)} orders charged, "
+        f"{sum(1 for n in charges.values() if n > 1)} charged twice",
+        f"{calls} gateway calls: {calls - len(orders)} retries after gateway timeouts",
+        f"{dead_lettered(ctx, 'payments')} declined cards dead-lettered without a retry (throws=)",
+    ]
+
+
+def webhooks_scene(ctx: Any) -> list[str]:
+    """Webhooks for three tenants"""
+    tenants = ("acme", "globex", "initech")
+    for n in range(30):
+        tenant = tenants[n % 3]
+        webhooks.deliver_webhook.send(tenant, f"evt-{n:03d}", {"type": "invoice.paid", "n": n})
+    ctx.join("webhooks")
+    by_tenant = ledger.table("webhooks_by_tenant")
+    return [", ".join(f"{tenant}: {by_tenant.get(tenant, 0)} delivered" for tenant in tenants)]
+
+
+def maintenance_scene(ctx: Any) -> list[str]:
+    """Maintenance jobs"""
+    maintenance.purge_expired_sessions.send()
+    ctx.join("maintenance")
+    return [f"purge_expired_sessions ran {ledger.get('maintenance', 'purge_expired_sessions')} time(s)"]
+
+
+SCENES = [payments_scene, webhooks_scene, maintenance_scene]

@@ -1,0 +1,19 @@
+"""Charging orders through the flaky gateway."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from . import gateway
+
+
+@dramatiq.actor(
+    queue_name="payments",
+    max_retries=5,
+    min_backoff=100,
+    max_backoff=1_000,
+    throws=(gateway.CardDeclined,),
+)
+def charge(order_id: str, tenant: str, amount_cents: int, card: str = gateway.GOOD_CARD) -> None:
+    """Charge an order.  Declined cards are final (``throws``); gateway errors retry."""
+    gateway.charge(order_id, amount_cents, card)

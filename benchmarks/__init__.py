@@ -1,0 +1,1 @@
+"""Throughput and accuracy benchmarks: ``python -m benchmarks [--quick] [--json] [--only ROW]``."""

@@ -1,0 +1,1 @@
+"""Modules that the benchmark's ``dramatiq`` CLI workers load."""

@@ -1,0 +1,43 @@
+"""The baseline: Dramatiq alone on a no-op actor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .harness import measure_cli, measure_stub
+from .runner import Context, row
+
+
+def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
+    """Time ``stack`` on the RedisBroker CLI run, then count its round trips in a MONITOR run.
+
+    The timed run is repeated ``context.repeats`` times and the best is kept:
+    on a small machine the best run is the one least disturbed by neighbours.
+    """
+    runs = [
+        measure_cli(context.server, stack=stack, count=context.cli_count, **kwargs)
+        for _ in range(context.repeats)
+    ]
+    timed = max(runs, key=lambda run: run.msgs_per_s)
+    counted = measure_cli(context.server, stack=stack, count=context.count_count, monitor=True, **kwargs)
+    return {
+        "msgs_per_s": timed.msgs_per_s,
+        "redis_commands_per_msg": round(counted.round_trips_per_msg or 0, 3),
+        "redis_commands_incl_scripts_per_msg": round(timed.commands_per_msg or 0, 3),
+        "messages": timed.count,
+        "runs_msgs_per_s": [round(run.msgs_per_s) for run in runs],
+    }
+
+
+@row("bare")
+def bare(context: Context) -> dict[str, Any]:
+    """RedisBroker through the dramatiq CLI (2 processes x 8 threads), and StubBroker in-process."""
+    result = cli_row(context, "bare")
+    result["stub_msgs_per_s"] = round(measure_stub(count=context.stub_count).msgs_per_s, 1)
+    return result
+
+
+@row("guard")
+def guard(context: Context) -> dict[str, Any]:
+    """The foundation's always-on piece (RetryGuard) through the same CLI run."""
+    return cli_row(context, "guard")

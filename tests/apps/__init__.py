@@ -1,0 +1,1 @@
+"""Modules that real ``dramatiq`` CLI workers load in tests; configured by environment."""
