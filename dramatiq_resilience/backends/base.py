@@ -12,13 +12,22 @@ script per operation, time from Redis ``TIME``) and
 injectable clock; for tests and the embedded demo).
 
 Operations are named ``<feature>_<verb>`` (``breaker_record``,
-``window_acquire``, ``dedup_claim``).  Each feature declares its operations in
-an abstract mixin next to its Redis and in-memory implementations.
+``window_acquire``, ``dedup_claim``).  Each feature has three modules:
+
+* ``backends/<feature>.py``: ``<Feature>Ops``, the abstract operations (and
+  their result types), which :class:`StateBackend` inherits;
+* ``backends/redis_<feature>.py``: ``Redis<Feature>Ops(RedisBase, <Feature>Ops)``,
+  one Lua script per operation (``backends/lua/<feature>_<verb>.lua``);
+* ``backends/stub_<feature>.py``: ``Stub<Feature>Ops(StubBase, <Feature>Ops)``.
+
+``RedisBackend`` and ``StubBackend`` compose the mixins of every feature.
 """
 
 from __future__ import annotations
 
 import abc
+
+from .keys import Keyed
 
 __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 
@@ -26,7 +35,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(abc.ABC):
+class StateBackend(Keyed, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises
@@ -48,11 +57,3 @@ class StateBackend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections.  The backend reconnects if used again."""
-
-    def key(self, feature: str, group: str, *parts: str) -> str:
-        """Build ``{namespace}:{feature}:{group}:parts...``, hash-tagged by group.
-
-        Keys built with the same ``feature`` and ``group`` share a Redis Cluster
-        hash slot, so one script can touch all of them.
-        """
-        return ":".join((self.namespace, feature, "{" + group + "}", *parts))

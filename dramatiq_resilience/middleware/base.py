@@ -17,13 +17,25 @@ from ..errors import BackendError, ConfigurationError, InvalidMessage, Rejected
 from ..options import Option, choice, lookup, milliseconds, validate_actor_options
 from ..outage import OutageLog
 
-__all__ = ["DEFAULT_BACKEND_RETRY_DELAY", "ResilienceMiddleware"]
+__all__ = ["DEFAULT_BACKEND_RETRY_DELAY", "ResilienceMiddleware", "scratch"]
 
 #: Milliseconds a message waits when ``on_backend_error="defer"`` and the
 #: backend is unreachable.
 DEFAULT_BACKEND_RETRY_DELAY = 5_000
 
 _on_backend_error = choice("allow", "defer")
+
+
+def scratch(message: Any, owner: str) -> dict[str, Any]:
+    """Per-delivery state of ``owner`` (a middleware name) on a message being processed.
+
+    What a middleware takes in ``before_process_message`` (a probe slot, a
+    claim, a lease) and must settle in ``after_process_message`` or release
+    in ``after_skip_message`` lives here, on the ``MessageProxy`` of this
+    delivery.  Not in ``message.options``: those are re-enqueued by retries.
+    """
+    store: dict[str, dict[str, Any]] = vars(message).setdefault("_dramatiq_resilience", {})
+    return store.setdefault(owner, {})
 
 
 class ResilienceMiddleware(Middleware):
