@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
 from .clock import Clock, FakeClock, SystemClock
+from .dead_letters import (
+    DeadLetterFilter,
+    DeadLetterPage,
+    DeadLetterRecord,
+    DeadLetterStats,
+    DeadLetterStore,
+    RedrivePolicy,
+    UnreadableRecord,
+)
 from .deferral import defer
 from .enqueue import enqueue_origin, internal_enqueue, is_producer_send
 from .errors import (
@@ -29,6 +38,7 @@ from .errors import (
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .middleware.base import ResilienceMiddleware
+from .middleware.dead_letters import DeadLetters
 from .middleware.guard import RetryGuard
 
 __version__ = "0.1.0"
@@ -41,6 +51,12 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "CorruptRecord",
+    "DeadLetterFilter",
+    "DeadLetterPage",
+    "DeadLetterRecord",
+    "DeadLetterStats",
+    "DeadLetterStore",
+    "DeadLetters",
     "DeferralFailed",
     "Deferred",
     "DuplicateMessage",
@@ -50,6 +66,7 @@ __all__ = [
     "InvalidMessage",
     "QueueOverloaded",
     "RedisBackend",
+    "RedrivePolicy",
     "Rejected",
     "ResilienceError",
     "ResilienceMiddleware",
@@ -59,6 +76,7 @@ __all__ = [
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
+    "UnreadableRecord",
     "__version__",
     "defer",
     "emit",
