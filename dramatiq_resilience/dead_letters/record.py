@@ -438,6 +438,7 @@ def build_record(
     from .redaction import redact_message
 
     options = dict(message.options)
+    options.pop("traceback", None)  # Retries' copy of an earlier traceback; the record has its own
     redrives = redrives_of(options)
     first = options.get(FIRST_FAILURE_OPTION)
     redacted = redact_message(message.args, message.kwargs, options, redact_keys, fn=fn)

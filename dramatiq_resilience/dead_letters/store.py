@@ -403,10 +403,33 @@ class DeadLetterStore:
         rate: float | None = None,
         dry_run: bool = False,
         allow_redacted: bool = False,
+        limit: int | None = None,
         reason: str = "manual",
         progress: Progress | None = None,
     ) -> RequeueReport:
-        """Enqueue dead records again; see :func:`dramatiq_resilience.dead_letters.requeue.requeue`."""
+        """Enqueue dead records again, each exactly once even from several processes at once.
+
+        Each record is claimed atomically before its message is enqueued
+        (inside ``internal_enqueue("redrive")``, so enqueue-side protections
+        let it through), marked ``requeued`` with the redrive in its history
+        after, and released back to ``dead`` if the enqueue fails.  The
+        message keeps its id, gets a fresh timestamp, and loses its retries.
+
+        Parameters:
+          ids: record ids; or ``filter``: every dead record it matches,
+            oldest first (``filter={}`` for all).  Give one of the two.
+          broker: where to enqueue (Redis, RabbitMQ or Stub broker).
+          queue: a queue to send them to instead of their own.
+          rate: at most this many messages per second (default: no limit).
+          dry_run: report what would be requeued; change nothing.
+          allow_redacted: also requeue records whose arguments were redacted.
+          limit: requeue at most this many.
+          reason: recorded in the redrive history (``"manual"``).
+          progress: ``progress(done, total)`` after each batch.
+
+        Returns a :class:`RequeueReport` (``requeued``, ``skipped`` with
+        reasons, ``failed``).
+        """
         from .requeue import requeue
 
         return requeue(
@@ -418,6 +441,7 @@ class DeadLetterStore:
             rate=rate,
             dry_run=dry_run,
             allow_redacted=allow_redacted,
+            limit=limit,
             reason=reason,
             progress=progress,
         )
