@@ -309,7 +309,7 @@ def test_outage_is_logged_once_and_import_recovers_without_duplicates(
     store: dr.DeadLetterStore,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Store down: failures stay in the broker's dead-letter queue, one warning; import brings them in once."""
+    """Store down: failures stay in the broker's dead-letter queue, one warning; import takes each once."""
     failures: list[dr.Event] = []
     dr.subscribe("dead_letter_capture_failed", failures.append)
 

@@ -401,7 +401,8 @@ def test_trim_removes_by_age_and_count_and_says_so(
     assert [i.record_id for i in store.list()] == ["m00006", "m00005", "m00004"]
     [line] = [r.getMessage() for r in caplog.records if "retention removed" in r.getMessage()]
     assert line.startswith(
-        "Dead-letter retention removed 4 records (2 older than 86400000 milliseconds, 2 beyond the 3-record limit)"
+        "Dead-letter retention removed 4 records (2 older than 86400000 milliseconds, "
+        "2 beyond the 3-record limit)"
     )
     [event] = trimmed
     assert (event["removed"], event["by_age"], event["by_count"]) == (4, 2, 2)
