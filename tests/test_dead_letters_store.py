@@ -18,8 +18,7 @@ from dramatiq_resilience.backends.dead_letters import DeadLetterEntry
 from dramatiq_resilience.dead_letters import requeue as requeue_module
 from dramatiq_resilience.dead_letters.record import DeadLetterRecord
 
-T0 = 1_767_225_600_000
-TIMEOUT = "actors.gateway.GatewayTimeout"
+from .dead_letter_records import T0, TIMEOUT, rec
 
 
 @pytest.fixture(params=["stub", "redis"])
@@ -41,45 +40,6 @@ def broker(stub_broker: StubBroker) -> StubBroker:
     stub_broker.declare_queue("default")
     stub_broker.declare_queue("payments")
     return stub_broker
-
-
-def rec(
-    n: int,
-    *,
-    actor: str = "charge",
-    queue: str = "payments",
-    error: str = TIMEOUT,
-    category: str = "transient",
-    at: int | None = None,
-    **changes: Any,
-) -> DeadLetterRecord:
-    at = T0 - 100_000 + n if at is None else at
-    values: dict[str, Any] = dict(
-        record_id=f"m{n:05d}",
-        message_id=f"m{n:05d}",
-        queue_name=queue,
-        actor_name=actor,
-        args=(n,),
-        kwargs={"tenant": "acme"},
-        options={"retries": 2, "max_retries": 2, "eta": 1, "redis_message_id": "x"},
-        message_timestamp=at - 5_000,
-        category=category,
-        error_type=error,
-        error_message=f"failed {n}",
-        traceback="Traceback...",
-        chain=(),
-        attempts=3,
-        first_failure_at=at - 1_000,
-        last_failure_at=at,
-        host="h",
-        pid=1,
-        version="0",
-        redrives=(),
-        redacted=(),
-        source="capture",
-    )
-    values.update(changes)
-    return DeadLetterRecord(**values)
 
 
 def fill(store: dr.DeadLetterStore, records: list[DeadLetterRecord]) -> None:

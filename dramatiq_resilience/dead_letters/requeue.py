@@ -161,7 +161,7 @@ class _Pacer:
 
 def requeue(
     store: DeadLetterStore,
-    broker: Broker,
+    broker: Broker | None,
     *,
     ids: Iterable[str] | None = None,
     filter: DeadLetterFilter | Mapping[str, Any] | None = None,
@@ -178,7 +178,8 @@ def requeue(
 
     Parameters:
       store: the dead-letter store.
-      broker: where to enqueue (the records' own broker: Redis, RabbitMQ, Stub).
+      broker: where to enqueue (the records' own broker: Redis, RabbitMQ,
+        Stub); may be ``None`` for a dry run.
       ids: record ids; or ``filter``: every dead record it matches (give one).
       queue: a queue to send them to instead of their own.
       rate: at most this many messages per second (``None``: as fast as possible).
@@ -193,6 +194,8 @@ def requeue(
     if (ids is None) == (filter is None):
         raise ConfigurationError("give record ids or a filter (not both)", option="requeue")
     queue, rate = _check_queue(queue), _check_rate(rate)
+    if broker is None and not dry_run:
+        raise ConfigurationError("a requeue needs the broker to enqueue into", option="broker")
     report = RequeueReport(dry_run=dry_run)
     size = 500 if rate is None else max(1, min(500, int(rate * _BATCH_SECONDS)))
     total: int | None = None
@@ -284,7 +287,7 @@ class _Operation:
     def __init__(
         self,
         store: DeadLetterStore,
-        broker: Broker,
+        broker: Broker | None,
         report: RequeueReport,
         *,
         queue: str | None,
@@ -360,6 +363,7 @@ class _Operation:
             )
             self.pacer.wait()
             try:
+                assert self.broker is not None  # checked by requeue()
                 with internal_enqueue("redrive"):
                     self.broker.enqueue(message)
             except Exception as exc:

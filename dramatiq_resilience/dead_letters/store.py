@@ -397,7 +397,7 @@ class DeadLetterStore:
         self,
         ids: Iterable[str] | None = None,
         *,
-        broker: Broker,
+        broker: Broker | None,
         filter: DeadLetterFilter | Mapping[str, Any] | None = None,
         queue: str | None = None,
         rate: float | None = None,
@@ -418,7 +418,8 @@ class DeadLetterStore:
         Parameters:
           ids: record ids; or ``filter``: every dead record it matches,
             oldest first (``filter={}`` for all).  Give one of the two.
-          broker: where to enqueue (Redis, RabbitMQ or Stub broker).
+          broker: where to enqueue (Redis, RabbitMQ or Stub broker); ``None``
+            is allowed for a dry run.
           queue: a queue to send them to instead of their own.
           rate: at most this many messages per second (default: no limit).
           dry_run: report what would be requeued; change nothing.
