@@ -38,6 +38,33 @@ def payments_scene(ctx: Any) -> list[str]:
     ]
 
 
+def dead_letters_scene(ctx: Any) -> list[str]:
+    """Dead letters: declined charges kept, one requeued"""
+    store = ctx.app.stack.dead_letters.store
+    # A worker records a dead letter right after rejecting it; give the last one a moment.
+    rejected = dead_lettered(ctx, "payments")
+    ctx.wait_for(lambda: store.stats().by_actor.get("charge", 0) >= rejected, timeout=10)
+    declined = [r for r in store.iterate({"actor": "charge"}) if r.readable]
+    kinds = sorted({(r.category, r.error_type.rsplit(".", 1)[-1], r.attempts) for r in declined})
+    ctx.say(f"{len(declined)} dead letters in the store: {kinds}")
+    ledger.set_switch("declines", "lifted")
+    [record] = [r for r in declined if r.args[0] == "order-004"]
+    ctx.say(f"the bank lifted the block on order-004's card: requeue dead letter {record.record_id}")
+    first = store.requeue([record.record_id], broker=ctx.broker)
+    second = store.requeue([record.record_id], broker=ctx.broker)
+    ctx.wait_for(lambda: ledger.get("charges", "order-004") == 1, timeout=30)
+    ctx.join("payments")
+    stats = store.stats()
+    left = [r.args[0] for r in store.iterate() if r.readable]
+    return [
+        f"{len(declined)} declined charges recorded: "
+        + ", ".join(f"{category} {error} after {attempts} attempt(s)" for category, error, attempts in kinds),
+        f"order-004 requeued: {first.count} enqueued; requeued again: {second.count} enqueued "
+        f"({second.skipped[record.record_id]}); then charged {ledger.get('charges', 'order-004')} time(s)",
+        f"store: {stats.dead} dead ({', '.join(left)}), {stats.requeued} requeued",
+    ]
+
+
 def webhooks_scene(ctx: Any) -> list[str]:
     """Webhooks for three tenants"""
     tenants = ("acme", "globex", "initech")
@@ -56,4 +83,4 @@ def maintenance_scene(ctx: Any) -> list[str]:
     return [f"purge_expired_sessions ran {ledger.get('maintenance', 'purge_expired_sessions')} time(s)"]
 
 
-SCENES = [payments_scene, webhooks_scene, maintenance_scene]
+SCENES = [payments_scene, dead_letters_scene, webhooks_scene, maintenance_scene]

@@ -4,8 +4,10 @@
   ``GatewayTimeout``); the retry succeeds.
 * Outages: while the ledger switch ``gateway`` is ``"down"``, every call
   raises ``GatewayUnavailable`` (the demo flips it to trip the breaker).
-* Declines: the test card ``4000000000000002`` is always declined
-  (``CardDeclined``), a permanent failure that must not be retried.
+* Declines: the test card ``4000000000000002`` is declined (``CardDeclined``),
+  a permanent failure that must not be retried, until the ledger switch
+  ``declines`` is ``"lifted"`` (the bank lifted the block; the demo then
+  requeues one dead letter).
 
 Every successful charge is counted in the ledger's ``charges`` table by order,
 so a charge made twice shows up as 2.
@@ -45,7 +47,7 @@ def charge(order_id: str, amount_cents: int, card: str) -> str:
     calls = ledger.incr("gateway_calls", order_id)
     if ledger.switch("gateway") == "down":
         raise GatewayUnavailable(f"gateway unavailable while charging {order_id}")
-    if card == DECLINED_CARD:
+    if card == DECLINED_CARD and ledger.switch("declines") != "lifted":
         raise CardDeclined(f"card ending {card[-4:]} declined for {order_id}")
     if calls == 1 and zlib.crc32(order_id.encode()) % 4 == 0:
         raise GatewayTimeout(f"gateway timed out charging {order_id}")

@@ -36,6 +36,10 @@ Payments through a flaky gateway
   12 charges sent, 10 orders charged, 0 charged twice
   15 gateway calls: 3 retries after gateway timeouts
   2 declined cards dead-lettered without a retry (throws=)
+Dead letters: declined charges kept, one requeued
+  2 declined charges recorded: permanent CardDeclined after 1 attempt(s)
+  order-004 requeued: 1 enqueued; requeued again: 0 enqueued (not_dead); then charged 1 time(s)
+  store: 1 dead (order-009), 1 requeued
 Webhooks for three tenants
   acme: 10 delivered, globex: 10 delivered, initech: 10 delivered
 Maintenance jobs
