@@ -250,3 +250,44 @@ def test_two_processes_bulk_requeueing_the_same_records_enqueue_each_once(
     assert set(reports[0]["requeued"]).isdisjoint(reports[1]["requeued"])
     stats = store.stats()
     assert (stats.dead, stats.claimed, stats.requeued) == (0, 0, 10_000)
+
+
+class RefuseThird(dramatiq.Middleware):
+    """Sees every enqueue; refuses the third requeued message, as an enqueue-side check might."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.after: list[str] = []
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.seen.append((message.message_id, dr.enqueue_origin(message)))
+        if len(self.seen) == 3:
+            raise dramatiq.middleware.MiddlewareError("refused")
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.after.append(message.message_id)
+
+
+def test_bulk_requeue_on_redis_is_pipelined_with_every_hook(
+    redis_broker: RedisBroker, backend: dr.RedisBackend
+) -> None:
+    """A bulk requeue on RedisBroker sends one batch per round trip, runs each enqueue hook as a
+    "redrive", and a refusal stops it: earlier messages enqueued, that one dead again, the rest untouched."""
+    hooks = RefuseThird()
+    redis_broker.add_middleware(hooks)
+    store = dr.DeadLetterStore(backend)
+    store.add_many([rec(n) for n in range(5)])
+    report = store.requeue(broker=redis_broker, filter={})
+    assert report.requeued == ["m00000", "m00001"]
+    assert report.failed == {"m00002": "MiddlewareError: refused"}
+    assert report.skipped == {"m00003": "not_attempted", "m00004": "not_attempted"}
+    assert hooks.seen == [(f"m0000{n}", "redrive") for n in range(3)]
+    assert hooks.after == ["m00000", "m00001"]
+    queue = f"{redis_broker.namespace}:payments"
+    ids = [
+        Message.decode(redis_broker.client.hget(f"{queue}.msgs", rid)).message_id
+        for rid in redis_broker.client.lrange(queue, 0, -1)
+    ]
+    assert ids == ["m00000", "m00001"]
+    stats = store.stats()
+    assert (stats.dead, stats.requeued, stats.claimed) == (3, 2, 0)

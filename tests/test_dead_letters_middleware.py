@@ -215,6 +215,10 @@ def test_unknown_actor_is_permanent(
 
     stub_broker.enqueue(Message(queue_name="default", actor_name="gone", args=(1,), kwargs={}, options={}))
     settle(stub_broker, stub_worker)
+    # The consumer thread rejects it and records it outside the work queue that settle() waits for.
+    deadline = time.monotonic() + 10
+    while store.stats().dead == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     record = only(store)
     assert (record.actor_name, record.category, record.error_type) == (
         "gone",
@@ -362,3 +366,18 @@ def test_a_redriven_message_that_fails_again_gets_a_new_record_with_its_history(
     assert again.redrives[0].record_id == message.message_id
     first = store.get(message.message_id)
     assert first is not None and first.status == "requeued"
+
+
+def test_install_places_dead_letters_before_retries(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend
+) -> None:
+    """install(): DeadLetters right before Retries, after the guard; dead_letters=False leaves it out."""
+    stack = dr.install(stub_broker, backend=stub_backend, dead_letters={"redact": ["card"], "max_count": 10})
+    order = [type(m).__name__ for m in stub_broker.middleware]
+    assert order.index("DeadLetters") + 1 == order.index("Retries")
+    assert order.index("RetryGuard") == 0
+    assert (stack.dead_letters.redact, stack.dead_letters.store.max_count) == (("card",), 10)
+    other = StubBroker()
+    dr.install(other, backend=stub_backend, dead_letters=False)
+    assert not any(isinstance(m, dr.DeadLetters) for m in other.middleware)
+    other.close()

@@ -193,7 +193,7 @@ class Redrive:
     host: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dict(vars(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Redrive:
@@ -317,9 +317,9 @@ class DeadLetterRecord:
             ) from exc
 
     def _plain(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = dict(vars(self))  # shallow: asdict() would deep-copy the arguments
         data["args"] = list(self.args)
-        data["chain"] = [dataclasses.asdict(link) for link in self.chain]
+        data["chain"] = [dict(vars(link)) for link in self.chain]
         data["redrives"] = [item.to_dict() for item in self.redrives]
         data["redacted"] = list(self.redacted)
         return data

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -144,19 +145,74 @@ def _check_rate(rate: float | None) -> float | None:
 
 
 class _Pacer:
-    """Sleeps so that at most ``rate`` messages per second go out."""
+    """Sleeps so that at most ``rate`` messages per second go out (from any number of threads)."""
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
         self.started = time.monotonic()
         self.sent = 0
+        self.lock = threading.Lock()
 
     def wait(self) -> None:
-        if self.rate is not None:
-            delay = self.started + self.sent / self.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        self.sent += 1
+        if self.rate is None:
+            return
+        with self.lock:
+            slot = self.started + self.sent / self.rate
+            self.sent += 1
+        delay = slot - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _pipelined(broker: Broker | None) -> bool:
+    """Whether ``broker`` is a plain RedisBroker, whose enqueues a bulk requeue pipelines."""
+    try:
+        from dramatiq.brokers.redis import RedisBroker
+    except ImportError:  # pragma: no cover (redis is a dependency)
+        return False
+    return isinstance(broker, RedisBroker) and type(broker).enqueue is RedisBroker.enqueue
+
+
+def enqueue_pipelined(broker: Any, messages: list[Message[Any]]) -> list[BaseException | str | None]:
+    """Enqueue ``messages`` on a RedisBroker in one MULTI/EXEC round trip.
+
+    Does what ``RedisBroker.enqueue`` does for each message (a fresh
+    ``redis_message_id``, the ``before_enqueue``/``after_enqueue`` hooks, the
+    message stored in ``<ns>:<queue>.msgs`` and its id pushed on
+    ``<ns>:<queue>``, the layout of Dramatiq's ``dispatch.lua``), but sends
+    the writes together.  One outcome per message: ``None`` (enqueued), the
+    error, or ``"not_attempted"`` after a hook refused an earlier message.
+    """
+    outcomes: list[BaseException | str | None] = ["not_attempted"] * len(messages)
+    prepared: list[tuple[int, Message[Any]]] = []
+    for n, message in enumerate(messages):
+        copy = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        try:
+            broker.emit_before("enqueue", copy, None)
+        except Exception as exc:
+            outcomes[n] = exc
+            break
+        prepared.append((n, copy))
+    if not prepared:
+        return outcomes
+    pipe = broker.client.pipeline(transaction=True)
+    for _, copy in prepared:
+        key = f"{broker.namespace}:{copy.queue_name}"
+        pipe.hset(f"{key}.msgs", copy.options["redis_message_id"], copy.encode())
+        pipe.rpush(key, copy.options["redis_message_id"])
+    try:
+        pipe.execute()
+    except Exception as exc:
+        for n, _ in prepared:
+            outcomes[n] = exc
+        return outcomes
+    for n, copy in prepared:
+        outcomes[n] = None
+        try:
+            broker.emit_after("enqueue", copy, None)
+        except Exception:  # the message is enqueued; a failing after-hook does not undo it
+            logger.exception("An after_enqueue hook failed for requeued message %r.", copy.message_id)
+    return outcomes
 
 
 def requeue(
@@ -307,6 +363,30 @@ class _Operation:
         self.pacer = pacer
         self.token = uuid.uuid4().hex
         self.host = socket.gethostname()
+        self.stop = threading.Event()
+
+    def _enqueue_one(self, message: Message[Any]) -> BaseException | str | None:
+        """Enqueue ``message``; ``None`` on success, the error, or ``"not_attempted"`` after a failure."""
+        if self.stop.is_set():
+            return "not_attempted"
+        self.pacer.wait()
+        try:
+            assert self.broker is not None  # checked by requeue()
+            with internal_enqueue("redrive"):
+                self.broker.enqueue(message)
+        except Exception as exc:
+            self.stop.set()
+            return exc
+        return None
+
+    def _enqueue_all(self, messages: list[Message[Any]]) -> list[BaseException | str | None]:
+        if self.pacer.rate is None and _pipelined(self.broker) and len(messages) > 1:
+            with internal_enqueue("redrive"):
+                outcomes = enqueue_pipelined(self.broker, messages)
+            if any(outcome is not None for outcome in outcomes):
+                self.stop.set()
+            return outcomes
+        return [self._enqueue_one(message) for message in messages]
 
     def _skip_reason(self, item: DeadLetterRecord | UnreadableRecord) -> str | None:
         if isinstance(item, UnreadableRecord):
@@ -342,18 +422,13 @@ class _Operation:
         for record_id, stored in zip(missing, self.backend.dead_letters_get(missing), strict=True):
             self.report.skipped[record_id] = "not_found" if stored is None else "not_dead"
         release: list[str] = []
-        done: list[tuple[str, bytes]] = []
-        sent: list[tuple[DeadLetterRecord, Message[Any]]] = []
+        ready: list[tuple[DeadLetterRecord, Message[Any], DeadLetterRecord]] = []
         for record_id in batch:
             entry = claimed.get(record_id)
             if entry is None:
                 continue
-            if self.report.failed:
-                release.append(record_id)
-                self.report.skipped[record_id] = "not_attempted"
-                continue
             item = item_from(entry)
-            why = self._skip_reason(item)
+            why = "not_attempted" if self.stop.is_set() else self._skip_reason(item)
             if why is not None or not isinstance(item, DeadLetterRecord):
                 release.append(record_id)
                 self.report.skipped[record_id] = why or "unreadable"
@@ -361,18 +436,22 @@ class _Operation:
             message, updated = redrive_message(
                 item, queue_name=self.queue, now=self.store.now(), reason=self.reason, host=self.host
             )
-            self.pacer.wait()
-            try:
-                assert self.broker is not None  # checked by requeue()
-                with internal_enqueue("redrive"):
-                    self.broker.enqueue(message)
-            except Exception as exc:
-                logger.error("Could not requeue dead letter %r: %s", record_id, exc, exc_info=True)
-                self.report.failed[record_id] = f"{type(exc).__name__}: {exc}"
-                release.append(record_id)
+            ready.append((item, message, updated))
+        done: list[tuple[str, bytes]] = []
+        sent: list[tuple[DeadLetterRecord, Message[Any]]] = []
+        for (item, message, updated), error in zip(
+            ready, self._enqueue_all([m for _, m, _ in ready]), strict=True
+        ):
+            if error is None:
+                done.append((item.record_id, updated.encode()))
+                sent.append((updated, message))
                 continue
-            done.append((record_id, updated.encode()))
-            sent.append((updated, message))
+            release.append(item.record_id)
+            if isinstance(error, str):
+                self.report.skipped[item.record_id] = error
+            else:
+                logger.error("Could not requeue dead letter %r: %s", item.record_id, error, exc_info=error)
+                self.report.failed[item.record_id] = f"{type(error).__name__}: {error}"
         finished = set(self.backend.dead_letters_finish(done, self.token)) if done else set()
         if release:
             self.backend.dead_letters_release(release, self.token)
