@@ -40,6 +40,19 @@ def backend(redis_url: str, namespace: str) -> Iterator[dr.RedisBackend]:
     backend.close()
 
 
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def broker(request: pytest.FixtureRequest) -> dramatiq.Broker:
+    """RedisBroker, then RabbitmqBroker (skipped with a reason when RabbitMQ is absent)."""
+    return request.getfixturevalue(f"{request.param}_broker")  # type: ignore[no-any-return]
+
+
+def xq_depth(broker: Any, queue_name: str) -> int:
+    """Messages in the broker's own dead-letter queue for ``queue_name``."""
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.zcard(f"{broker.namespace}:{queue_name}.XQ"))
+    return int(broker.get_queue_message_counts(queue_name)[2])
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -61,10 +74,10 @@ def run_and_settle(
         worker.stop()
 
 
-def final_failure_gives_one_record(
-    broker: dramatiq.Broker, backend: dr.StateBackend, queue_name: str
+def test_final_failure_gives_one_record(
+    broker: dramatiq.Broker, backend: dr.RedisBackend, queue_name: str
 ) -> None:
-    """Shared by the Redis and RabbitMQ tests: max_retries=2 -> one record, attempts 3, chain, traceback."""
+    """max_retries=2: one record with the final traceback, the chain and attempts == 3."""
     stack = dr.install(broker, backend=backend)
     attempts: list[int] = []
 
@@ -97,25 +110,10 @@ def final_failure_gives_one_record(
     assert store.stats().dead == 1
 
 
-def test_redis_broker_final_failure_gives_one_record(
-    redis_broker: RedisBroker, backend: dr.RedisBackend, queue_name: str
+def test_xq_import_keeps_every_message(
+    broker: dramatiq.Broker, backend: dr.RedisBackend, queue_name: str
 ) -> None:
-    """RedisBroker, max_retries=2: one record with the final traceback, the chain and attempts == 3."""
-    final_failure_gives_one_record(redis_broker, backend, queue_name)
-
-
-@pytest.mark.rabbitmq
-def test_rabbitmq_broker_final_failure_gives_one_record(
-    rabbitmq_broker: dramatiq.Broker, backend: dr.RedisBackend, queue_name: str
-) -> None:
-    """RabbitmqBroker, max_retries=2: one record with the final traceback, the chain and attempts == 3."""
-    final_failure_gives_one_record(rabbitmq_broker, backend, queue_name)
-
-
-def xq_import_keeps_everything(
-    broker: dramatiq.Broker, backend: dr.StateBackend, queue_name: str, xq_depth: Callable[[], int]
-) -> None:
-    """Shared: 3 failures while the store is down (XQ only), 2 captured (XQ and store); import keeps all 5."""
+    """Store down for 3 failures, up for 2: the XQ holds 5 before, 0 after import; the store all 5, once."""
     down = dr.RedisBackend(
         url=f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2
     )
@@ -130,13 +128,15 @@ def xq_import_keeps_everything(
     run_and_settle(broker, queue_name, lambda: [refund.send(n) for n in range(3)])
     middleware.store = store
     run_and_settle(broker, queue_name, lambda: [refund.send(n) for n in range(3, 5)])
-    wait_for(lambda: xq_depth() == 5)
+    wait_for(lambda: xq_depth(broker, queue_name) == 5)
     assert store.stats().dead == 2
 
     report = store.import_from(broker, queues=[queue_name])
     item = report.queues[queue_name]
     assert (item.before, item.imported, item.already_stored, item.after) == (5, 3, 2, 0)
-    assert xq_depth() == 0
+    assert xq_depth(broker, queue_name) == 0
+    if isinstance(broker, RedisBroker):
+        assert broker.client.hlen(f"{broker.namespace}:{queue_name}.XQ.msgs") == 0
     records = list(store.iterate())
     assert sorted(r.args[0] for r in records if isinstance(r, dr.DeadLetterRecord)) == [0, 1, 2, 3, 4]
     assert sorted(r.category for r in records) == ["imported"] * 3 + ["transient"] * 2
@@ -144,30 +144,10 @@ def xq_import_keeps_everything(
     assert store.stats().dead == 5
 
 
-def test_redis_xq_import_keeps_every_message(
-    redis_broker: RedisBroker, backend: dr.RedisBackend, queue_name: str
+def test_requeue_runs_the_message_again(
+    broker: dramatiq.Broker, backend: dr.RedisBackend, queue_name: str
 ) -> None:
-    """RedisBroker <ns>:<queue>.XQ: counted before (5) and after (0); the store holds all 5, none twice."""
-    xq = f"{redis_broker.namespace}:{queue_name}.XQ"
-    xq_import_keeps_everything(redis_broker, backend, queue_name, lambda: int(redis_broker.client.zcard(xq)))
-    assert redis_broker.client.hlen(f"{xq}.msgs") == 0
-
-
-@pytest.mark.rabbitmq
-def test_rabbitmq_xq_import_keeps_every_message(
-    rabbitmq_broker: Any, backend: dr.RedisBackend, queue_name: str
-) -> None:
-    """RabbitMQ <queue>.XQ (get, store, ack): counted before (5) and after (0); the store holds all 5."""
-    xq_import_keeps_everything(
-        rabbitmq_broker,
-        backend,
-        queue_name,
-        lambda: int(rabbitmq_broker.get_queue_message_counts(queue_name)[2]),
-    )
-
-
-def requeue_runs_again(broker: dramatiq.Broker, backend: dr.StateBackend, queue_name: str) -> None:
-    """Shared: a permanent failure is requeued once and then succeeds; a second requeue does nothing."""
+    """A permanent failure is requeued once, then succeeds; a second requeue does nothing."""
     stack = dr.install(broker, backend=backend)
     runs: list[str] = []
 
@@ -193,21 +173,6 @@ def requeue_runs_again(broker: dramatiq.Broker, backend: dr.StateBackend, queue_
     assert reports[1].skipped == {record_id: "not_dead"}
     stats = store.stats()
     assert (stats.dead, stats.requeued) == (0, 1)
-
-
-def test_redis_broker_requeue_runs_the_message_again(
-    redis_broker: RedisBroker, backend: dr.RedisBackend, queue_name: str
-) -> None:
-    """RedisBroker: requeue enqueues the record once; it runs and succeeds."""
-    requeue_runs_again(redis_broker, backend, queue_name)
-
-
-@pytest.mark.rabbitmq
-def test_rabbitmq_broker_requeue_runs_the_message_again(
-    rabbitmq_broker: Any, backend: dr.RedisBackend, queue_name: str
-) -> None:
-    """RabbitmqBroker: requeue enqueues the record once; it runs and succeeds."""
-    requeue_runs_again(rabbitmq_broker, backend, queue_name)
 
 
 @pytest.mark.slow
