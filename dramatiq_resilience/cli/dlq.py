@@ -24,6 +24,7 @@ import datetime
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -402,11 +403,12 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
-        table(
-            [(name, r.count, len(r.skipped), len(r.failed)) for name, r in report.policies.items()],
-            ("POLICY", "REQUEUED", "SKIPPED", "FAILED"),
-            out,
-        )
+        rows = []
+        for name, result in report.policies.items():
+            reasons = Counter(result.skipped.values())
+            why = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())) or "-"
+            rows.append((name, result.count, len(result.skipped), len(result.failed), why))
+        table(rows, ("POLICY", "REQUEUED", "SKIPPED", "FAILED", "WHY SKIPPED"), out)
     return 1 if any(r.failed for r in report.policies.values()) else 0
 
 
