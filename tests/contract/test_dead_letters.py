@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
-from dramatiq_resilience import BackendUnavailable, FakeClock, StateBackend
+from dramatiq_resilience import BackendUnavailable, FakeClock, RedisBackend, StateBackend
 from dramatiq_resilience.backends.dead_letters import (
     WRITE_NEW,
     WRITE_REPLACED,
@@ -322,3 +323,18 @@ def test_every_dead_letter_operation_raises_when_unreachable(down_backend: State
         down_backend.dead_letters_stats(window=1)
     with pytest.raises(BackendUnavailable):
         listing(down_backend)
+
+
+def test_every_redis_key_of_the_store_is_in_one_cluster_slot(redis_backend: RedisBackend) -> None:
+    """Records, indexes, counters, tombstones and per-value facet sets all hash to one slot ({dlq})."""
+    redis_backend.dead_letters_write(
+        [entry("a", actor="charge"), entry("b", actor="refund", error="KeyError", queue="q2")], replace=True
+    )
+    redis_backend.dead_letters_claim(["b"], "tok")
+    redis_backend.dead_letters_finish([("b", b"b")], "tok")
+    redis_backend.dead_letters_delete(["b"], statuses=["requeued"])
+    redis_backend.dead_letters_write([entry("c", actor="ship")], replace=True)
+    keys = [key.decode() for key in redis_backend.client.scan_iter(match=f"{redis_backend.namespace}:*")]
+    assert len(keys) >= 12
+    assert all(":dead_letters:{dlq}:" in key for key in keys)
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{dlq}")}
