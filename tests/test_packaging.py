@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -37,13 +38,14 @@ def test_wheel_ships_lua_scripts_and_py_typed(tmp_path: Path) -> None:
 
 def test_importing_has_no_side_effects(tmp_path: Path) -> None:
     """Importing the package connects nothing, starts no thread, and writes no file."""
+    (tmp_path / "cwd").mkdir()
     probe = f"""
 import os, socket, sys, tempfile, threading
 connects = []
 real_connect = socket.socket.connect
 socket.socket.connect = lambda self, *a: connects.append(a) or real_connect(self, *a)
 threads = threading.active_count()
-os.chdir({str(tmp_path)!r})
+os.chdir({str(tmp_path / "cwd")!r})
 before = set(os.listdir(tempfile.gettempdir()))
 import dramatiq_resilience, dramatiq_resilience.testing, dramatiq_resilience.cli
 from dramatiq_resilience.cli import build_parser
@@ -54,5 +56,14 @@ assert os.listdir(".") == [], os.listdir(".")
 assert set(os.listdir(tempfile.gettempdir())) == before
 print("clean")
 """
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    # A private TMPDIR: other processes (parallel test runs) write to the shared /tmp.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(private_tmp)},
+    )
     assert result.stdout.strip() == "clean", result.stderr
