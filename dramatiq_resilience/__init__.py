@@ -7,6 +7,7 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.window import WindowUsage
 from .clock import Clock, FakeClock, SystemClock
 from .deferral import defer
 from .enqueue import enqueue_origin, internal_enqueue, is_producer_send
@@ -28,8 +29,10 @@ from .errors import (
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
+from .limits import Concurrency, Limit
 from .middleware.base import ResilienceMiddleware
 from .middleware.guard import RetryGuard
+from .middleware.limiter import SlidingWindowLimiter
 
 __version__ = "0.1.0"
 
@@ -39,6 +42,7 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "Clock",
+    "Concurrency",
     "ConfigurationError",
     "CorruptRecord",
     "DeferralFailed",
@@ -48,17 +52,20 @@ __all__ = [
     "FakeClock",
     "IdempotencyConflict",
     "InvalidMessage",
+    "Limit",
     "QueueOverloaded",
     "RedisBackend",
     "Rejected",
     "ResilienceError",
     "ResilienceMiddleware",
     "RetryGuard",
+    "SlidingWindowLimiter",
     "Stack",
     "StateBackend",
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
+    "WindowUsage",
     "__version__",
     "defer",
     "emit",

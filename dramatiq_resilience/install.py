@@ -31,6 +31,7 @@ from dramatiq.middleware import Middleware, Retries
 from .backends.base import StateBackend
 from .errors import ConfigurationError
 from .middleware.guard import RetryGuard
+from .middleware.limiter import SlidingWindowLimiter
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
 
@@ -59,6 +60,11 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    Piece(
+        "limiter",
+        SlidingWindowLimiter,
+        lambda backend, **kwargs: SlidingWindowLimiter(backend=backend, **kwargs),
+    ),
 ]
 
 

@@ -1,0 +1,152 @@
+"""What the limiter takes for each actor: limit ids, definitions, key functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.window import LeaseSpec, RateSpec
+from ..errors import ConfigurationError
+from ..limits import Concurrency, Limit
+from ..options import _describe
+
+__all__ = ["KeyFunctionFailed", "Plan", "concurrency_list", "limit_list", "plan_for"]
+
+
+def limit_list(value: Any) -> tuple[Limit, ...]:
+    """Checker of ``rate_limits``: a Limit, a rate string, or a list of them."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    limits = []
+    for item in items:
+        # A bad rate string raises ConfigurationError, a ValueError, with the reason.
+        limit = Limit.parse(item) if isinstance(item, str) else item
+        if not isinstance(limit, Limit):
+            raise ValueError(
+                "must be a Limit, a rate string such as '100/minute', or a list of them, "
+                f"got {_describe(item)}"
+            )
+        limits.append(limit)
+    return tuple(limits)
+
+
+def concurrency_list(value: Any) -> tuple[Concurrency, ...]:
+    """Checker of ``rate_concurrency``: a Concurrency, an int (``Concurrency(n)``), or a list of them."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    pools = []
+    for item in items:
+        pool = Concurrency(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(pool, Concurrency):
+            raise ValueError(f"must be a Concurrency, an int, or a list of them, got {_describe(item)}")
+        pools.append(pool)
+    return tuple(pools)
+
+
+class KeyFunctionFailed(Exception):
+    """A key function failed on a message's arguments; ``option`` and ``problem`` say how."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(problem)
+        self.option = option
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class _Entry:
+    option: str
+    limit_id: str
+    key: Callable[..., Any] | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The limits of one actor, ready to be turned into specs for a message."""
+
+    rates: tuple[tuple[_Entry, Limit], ...]
+    pools: tuple[tuple[_Entry, Concurrency], ...]
+
+    def specs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[RateSpec], list[LeaseSpec]]:
+        """The specs for a message with these arguments.
+
+        Raises:
+          KeyFunctionFailed: a key function raised or returned something else than a string.
+        """
+        rates = [
+            RateSpec(entry.limit_id, _key(entry, args, kwargs), limit.count, limit.per)
+            for entry, limit in self.rates
+        ]
+        pools = [
+            LeaseSpec(entry.limit_id, _key(entry, args, kwargs), pool.n, pool.lease)
+            for entry, pool in self.pools
+        ]
+        return rates, pools
+
+
+def _key(entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    if entry.key is None:
+        return ""
+    try:
+        value = entry.key(*args, **kwargs)
+    except Exception as exc:
+        raise KeyFunctionFailed(
+            entry.option,
+            f"the key function of limit {entry.limit_id!r} raised {type(exc).__name__}: {exc}",
+        ) from exc
+    if not isinstance(value, str):
+        raise KeyFunctionFailed(
+            entry.option,
+            f"the key function of limit {entry.limit_id!r} must return a string, got {_describe(value)}",
+        )
+    return value
+
+
+def plan_for(
+    actor_name: str,
+    limits: tuple[Limit, ...],
+    pools: tuple[Concurrency, ...],
+    named: dict[tuple[str, str], tuple[tuple[int, int], str]],
+) -> Plan:
+    """Build an actor's plan, registering its named limits in ``named``.
+
+    Raises:
+      ConfigurationError: a named limit is already declared with another
+        definition by another actor.
+    """
+    rate_entries = []
+    for index, limit in enumerate(limits):
+        limit_id = limit.name or f"{actor_name}.rate_limits[{index}]"
+        if limit.name:
+            _register(named, actor_name, "rate_limits", limit.name, (limit.count, limit.per))
+        rate_entries.append((_Entry("rate_limits", limit_id, limit.key), limit))
+    pool_entries = []
+    for index, pool in enumerate(pools):
+        limit_id = pool.name or f"{actor_name}.rate_concurrency[{index}]"
+        if pool.name:
+            _register(named, actor_name, "rate_concurrency", pool.name, (pool.n, pool.lease))
+        pool_entries.append((_Entry("rate_concurrency", limit_id, pool.key), pool))
+    return Plan(tuple(rate_entries), tuple(pool_entries))
+
+
+_DESCRIBE = {
+    "rate_limits": lambda d: f"{d[0]} per {d[1]} ms",
+    "rate_concurrency": lambda d: f"{d[0]} at once (lease {d[1]} ms)",
+}
+
+
+def _register(
+    named: dict[tuple[str, str], tuple[tuple[int, int], str]],
+    actor_name: str,
+    option: str,
+    name: str,
+    definition: tuple[int, int],
+) -> None:
+    known = named.get((option, name))
+    if known is not None and known[0] != definition and known[1] != actor_name:
+        raise ConfigurationError(
+            f"limit {name!r} is {_DESCRIBE[option](definition)} here, but actor {known[1]!r} declared it as "
+            f"{_DESCRIBE[option](known[0])}; a named limit is one budget and needs one definition",
+            actor_name=actor_name,
+            option=option,
+        )
+    if known is None or known[1] == actor_name:
+        named[(option, name)] = (definition, actor_name)
