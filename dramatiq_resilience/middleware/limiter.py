@@ -17,7 +17,7 @@ from ..limits import Concurrency, Limit
 from ..options import Option, non_negative_int, optional, validate_actor_options
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 from .lease_renewer import LeaseRenewer
-from .limiter_plan import KeyFunctionFailed, Plan, concurrency_list, limit_list, plan_for
+from .limiter_plan import KeyFunctionFailed, Plan, Registry, concurrency_list, limit_list, plan_for
 
 __all__ = ["MAX_JITTER", "SlidingWindowLimiter"]
 
@@ -83,7 +83,7 @@ class SlidingWindowLimiter(ResilienceMiddleware):
         self.concurrency: Any = concurrency
         self.max_deferrals = max_deferrals
         self.check_defaults()
-        self._named: dict[tuple[str, str], tuple[tuple[int, int], str]] = {}
+        self._named: Registry = {}
         self._plans: dict[str, Plan] = {}
         self._plans_lock = threading.Lock()
         self.renewer = LeaseRenewer(backend, self.outage, self.logger)

@@ -100,18 +100,23 @@ def _key(entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return value
 
 
+#: Named limits: (option, name) -> {actor name: (count, per) or (n, lease)}.
+Registry = dict[tuple[str, str], dict[str, tuple[int, int]]]
+
+
 def plan_for(
-    actor_name: str,
-    limits: tuple[Limit, ...],
-    pools: tuple[Concurrency, ...],
-    named: dict[tuple[str, str], tuple[tuple[int, int], str]],
+    actor_name: str, limits: tuple[Limit, ...], pools: tuple[Concurrency, ...], named: Registry
 ) -> Plan:
     """Build an actor's plan, registering its named limits in ``named``.
 
+    Declaring an actor again replaces its earlier registrations.
+
     Raises:
-      ConfigurationError: a named limit is already declared with another
-        definition by another actor.
+      ConfigurationError: a named limit is declared with two definitions (by
+        two actors, or twice by this one).
     """
+    for users in named.values():
+        users.pop(actor_name, None)
     rate_entries = []
     for index, limit in enumerate(limits):
         limit_id = limit.name or f"{actor_name}.rate_limits[{index}]"
@@ -133,20 +138,15 @@ _DESCRIBE = {
 }
 
 
-def _register(
-    named: dict[tuple[str, str], tuple[tuple[int, int], str]],
-    actor_name: str,
-    option: str,
-    name: str,
-    definition: tuple[int, int],
-) -> None:
-    known = named.get((option, name))
-    if known is not None and known[0] != definition and known[1] != actor_name:
-        raise ConfigurationError(
-            f"limit {name!r} is {_DESCRIBE[option](definition)} here, but actor {known[1]!r} declared it as "
-            f"{_DESCRIBE[option](known[0])}; a named limit is one budget and needs one definition",
-            actor_name=actor_name,
-            option=option,
-        )
-    if known is None or known[1] == actor_name:
-        named[(option, name)] = (definition, actor_name)
+def _register(named: Registry, actor_name: str, option: str, name: str, definition: tuple[int, int]) -> None:
+    users = named.setdefault((option, name), {})
+    for other, known in users.items():
+        if known != definition:
+            who = "this actor" if other == actor_name else f"actor {other!r}"
+            raise ConfigurationError(
+                f"limit {name!r} is {_DESCRIBE[option](definition)} here, but {who} declared it as "
+                f"{_DESCRIBE[option](known)}; a named limit is one budget and needs one definition",
+                actor_name=actor_name,
+                option=option,
+            )
+    users[actor_name] = definition
