@@ -174,7 +174,8 @@ def test_concurrency_2_under_4_processes_and_a_killed_holders_slot_comes_back(
     [late] = [tuple(map(float, x.split()[:2])) for x in client.lrange(f"{namespace}:intervals", 16, -1)]
     assert late[0] > killed_at
     print(
-        f"\nthe waiting message started {late[0] - killed_at:.0f} ms after the holder was killed (lease 2000 ms)"
+        f"\nthe waiting message started {late[0] - killed_at:.0f} ms after the holder was killed "
+        "(lease 2000 ms)"
     )
     workers.stop()
 

@@ -16,7 +16,8 @@ from dramatiq_resilience import RedisBackend
 from dramatiq_resilience.backends.window import RateSpec
 
 
-def main(url: str, namespace: str, count: str, per: str, start: str, end: str) -> None:
+def main(argv: list[str]) -> None:
+    url, namespace, count, per, start, end = argv
     backend = RedisBackend(url=url, namespace=namespace)
     spec = RateSpec("hammered", "one-key", int(count), int(per))
     while backend.now_ms() < int(start):
@@ -32,4 +33,4 @@ def main(url: str, namespace: str, count: str, per: str, start: str, end: str) -
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(sys.argv[1:])
