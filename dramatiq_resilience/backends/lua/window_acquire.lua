@@ -54,11 +54,14 @@ end
 
 local function load_rate(i)
     local base = 4 + (i - 1) * 3
+    -- Every field named in the constructor: growing a Lua table rehashes it.
     local s = {
         key = KEYS[i],
         count = tonumber(ARGV[base + 1]),
         per = tonumber(ARGV[base + 2]),
         width = tonumber(ARGV[base + 3]),
+        n = 0, o = false, t = false, q = false, e = false,
+        fresh = false, had_e = false, moved = false, dropped = false, ok = false, new_e = false,
     }
     local f = redis.call("HMGET", s.key, "w", "p", "c", "n", "o", "t", "q", "e")
     if tonumber(f[1]) ~= s.width or tonumber(f[2]) ~= s.per then
@@ -67,15 +70,20 @@ local function load_rate(i)
             redis.call("DEL", s.key)
         end
         s.n = 0
+        s.fresh = true
     else
         s.n = tonumber(f[4]) or 0
-        s.o = tonumber(f[5])
-        s.t = tonumber(f[6])
-        s.q = tonumber(f[7])
+        s.o = tonumber(f[5]) or false
+        s.t = tonumber(f[6]) or false
+        s.q = tonumber(f[7]) or false
+        s.had_e = f[8] ~= false
         if tonumber(f[3]) == s.count then
-            s.e = tonumber(f[8])
+            s.e = tonumber(f[8]) or false
+        else
+            s.fresh = true
         end
     end
+    local n_before = s.n
     -- Drop buckets that left the window.
     local cut = math.floor((now - s.per + 1) / s.width)
     if s.n > 0 and s.o < cut then
@@ -98,9 +106,11 @@ local function load_rate(i)
             end
         end
     end
-    if s.o == nil or s.o < cut then
+    if not s.o or s.o < cut then
         s.o = cut
+        s.moved = true
     end
+    s.dropped = s.n ~= n_before
     s.ok = s.n < s.count
     return s
 end
@@ -117,35 +127,72 @@ local function rate_free_at(s)
             acc = acc + item[2]
             if acc >= need then
                 s.e = (item[1] + 1) * s.width + s.per - 1
+                s.new_e = true
                 return s.e
             end
         end
     end
     s.e = now + s.per
+    s.new_e = true
     return s.e
 end
 
-local function save_rate(s)
-    if s.n == 0 and not s.q then
-        -- Nothing in the window and nobody waiting: no state to keep.
-        redis.call("DEL", s.key)
-        return
-    end
-    redis.call("HSET", s.key, "w", int(s.width), "p", int(s.per), "c", int(s.count), "n", int(s.n),
-        "o", int(s.o), "t", int(s.t or s.o))
-    if s.e then
-        redis.call("HSET", s.key, "e", int(s.e))
-    else
-        redis.call("HDEL", s.key, "e")
-    end
-    if s.q then
-        redis.call("HSET", s.key, "q", num(s.q))
-    end
+local function expire_rate(s)
     local ttl = s.per + s.width
     if s.q and s.q - now + s.per > ttl then
         ttl = math.ceil(s.q - now) + s.per
     end
     redis.call("PEXPIRE", s.key, int(ttl))
+end
+
+-- After a start: the new totals (and the definition when it is new).
+local function save_admitted(s)
+    local fields = {"n", int(s.n), "o", int(s.o), "t", int(s.t)}
+    if s.fresh then
+        for _, v in ipairs({"w", int(s.width), "p", int(s.per), "c", int(s.count)}) do
+            fields[#fields + 1] = v
+        end
+    end
+    redis.call("HSET", s.key, unpack(fields))
+    if s.had_e then
+        redis.call("HDEL", s.key, "e")
+    end
+    expire_rate(s)
+end
+
+-- After a refusal: only what changed (dropped buckets, a new slot-free
+-- moment, the horizon), so that the common refusal writes one field.
+local function save_refused(s, horizon_moved)
+    if s.n == 0 and not s.q then
+        -- Nothing in the window and nobody waiting: no state to keep.
+        if not s.fresh then
+            redis.call("DEL", s.key)
+        end
+        return
+    end
+    local fields = {}
+    if s.dropped or s.moved then
+        fields = {"n", int(s.n), "o", int(s.o)}
+    end
+    if s.fresh then
+        for _, v in ipairs({"w", int(s.width), "p", int(s.per), "c", int(s.count)}) do
+            fields[#fields + 1] = v
+        end
+    end
+    if s.new_e then
+        fields[#fields + 1] = "e"
+        fields[#fields + 1] = int(s.e)
+    end
+    if horizon_moved then
+        fields[#fields + 1] = "q"
+        fields[#fields + 1] = num(s.q)
+    end
+    if #fields > 0 then
+        redis.call("HSET", s.key, unpack(fields))
+    end
+    if horizon_moved then
+        expire_rate(s)
+    end
 end
 
 local function load_pool(j)
@@ -156,11 +203,12 @@ local function load_pool(j)
         n = tonumber(ARGV[base + 1]),
         lease = tonumber(ARGV[base + 2]),
         hold = tonumber(ARGV[base + 3]),
+        h = false, q = false, ok = false,
     }
     redis.call("ZREMRANGEBYSCORE", p.zkey, "-inf", int(now))
     local m = redis.call("HMGET", p.mkey, "h", "q")
-    p.h = tonumber(m[1])
-    p.q = tonumber(m[2])
+    p.h = tonumber(m[1]) or false
+    p.q = tonumber(m[2]) or false
     local mine = redis.call("ZSCORE", p.zkey, token)
     p.ok = mine ~= false or redis.call("ZCARD", p.zkey) < p.n
     return p
@@ -194,14 +242,14 @@ if ok then
         local b = math.floor(now / s.width)
         redis.call("HINCRBY", s.key, int(b), 1)
         s.n = s.n + 1
-        if s.t == nil or b > s.t then
+        if not s.t or b > s.t then
             s.t = b
         end
         if b < s.o then
             s.o = b
         end
-        s.e = nil
-        save_rate(s)
+        s.e = false
+        save_admitted(s)
     end
     for _, p in ipairs(pools) do
         redis.call("ZADD", p.zkey, int(now + p.lease), token)
@@ -235,10 +283,11 @@ for j, p in ipairs(pools) do
 end
 
 for i, s in ipairs(rates) do
-    if best_kind == "rate" and i == best then
+    local moved = best_kind == "rate" and i == best
+    if moved then
         s.q = best_at + best_spacing
     end
-    save_rate(s)
+    save_refused(s, moved)
 end
 for j, p in ipairs(pools) do
     if best_kind == "pool" and j == best then
