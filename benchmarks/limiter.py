@@ -47,6 +47,35 @@ def _rate(decide: Callable[[int, int], Any], decisions: int) -> float:
     return THREADS * decisions / (time.perf_counter() - started)
 
 
+def _memory(context: Context, limit: int = 10_000) -> tuple[int, int]:
+    """Bytes of one key holding a full window of ``limit`` per minute: ours (starts spread over the
+    whole minute, so all 100 buckets are in use: our worst case) and limits' moving window."""
+    from limits import RateLimitItemPerMinute
+    from limits.storage import RedisStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    from dramatiq_resilience import FakeClock, RedisBackend
+    from dramatiq_resilience.backends.window import RateSpec
+
+    context.server.flush()
+    clock = FakeClock()
+    backend = RedisBackend(url=context.server.url, namespace="mem", clock=clock)
+    spec = [RateSpec("bench", "full", limit, 60_000)]
+    for _ in range(limit):
+        clock.advance(60_000 // limit)
+        backend.window_acquire("m", spec)
+    ours = int(backend.client.memory_usage(backend._window_key("r", "bench", "full")) or 0)
+    backend.close()
+    limiter = MovingWindowRateLimiter(RedisStorage(context.server.url))
+    item = RateLimitItemPerMinute(limit)
+    for _ in range(limit):
+        limiter.hit(item, "full")
+    client = context.server.client()
+    theirs = max(int(client.memory_usage(key) or 0) for key in client.keys("LIMITS*full*"))
+    client.close()
+    return ours, theirs
+
+
 def _ours(context: Context, limit: int, decisions: int) -> tuple[float, int]:
     from dramatiq_resilience import RedisBackend
     from dramatiq_resilience.backends.window import RateSpec
@@ -101,9 +130,8 @@ def limiter(context: Context) -> dict[str, Any]:
         result[f"decisions_per_s_{limit}"] = round(ours[0])
         result[f"limits_decisions_per_s_{limit}"] = round(theirs[0])
         result[f"vs_limits_{limit}"] = round(ratio, 3)
-        result[f"bytes_per_key_{limit}"] = ours[1]
-        result[f"limits_bytes_per_key_{limit}"] = theirs[1]
 
+    result["bytes_per_full_key_10000"], result["limits_bytes_per_full_key_10000"] = _memory(context)
     result.update(cli_row(context, "limiter"))
     bare = context.results["bare"]["redis_commands_per_msg"]
     added = round(result["redis_commands_per_msg"] - bare, 3)

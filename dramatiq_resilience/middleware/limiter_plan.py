@@ -117,19 +117,18 @@ def plan_for(
     """
     for users in named.values():
         users.pop(actor_name, None)
-    rate_entries = []
-    for index, limit in enumerate(limits):
-        limit_id = limit.name or f"{actor_name}.rate_limits[{index}]"
-        if limit.name:
-            _register(named, actor_name, "rate_limits", limit.name, (limit.count, limit.per))
-        rate_entries.append((_Entry("rate_limits", limit_id, limit.key), limit))
-    pool_entries = []
-    for index, pool in enumerate(pools):
-        limit_id = pool.name or f"{actor_name}.rate_concurrency[{index}]"
-        if pool.name:
-            _register(named, actor_name, "rate_concurrency", pool.name, (pool.n, pool.lease))
-        pool_entries.append((_Entry("rate_concurrency", limit_id, pool.key), pool))
-    return Plan(tuple(rate_entries), tuple(pool_entries))
+
+    def entries(option: str, items: tuple[Any, ...]) -> tuple[tuple[_Entry, Any], ...]:
+        result = []
+        for index, item in enumerate(items):
+            if item.name:
+                definition = (item.count, item.per) if isinstance(item, Limit) else (item.n, item.lease)
+                _register(named, actor_name, option, item.name, definition)
+            limit_id = item.name or f"{actor_name}.{option}[{index}]"
+            result.append((_Entry(option, limit_id, item.key), item))
+        return tuple(result)
+
+    return Plan(entries("rate_limits", limits), entries("rate_concurrency", pools))
 
 
 _DESCRIBE = {
