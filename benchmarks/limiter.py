@@ -139,7 +139,9 @@ def limiter(context: Context) -> dict[str, Any]:
     problems = [
         f"{r:.2f}x limits at {limit}" for r, limit in zip(ratios, (100, 10_000), strict=True) if r < 1.0
     ]
-    if added > 1.05:
+    # The limiter sends exactly one EVALSHA per message; `added` is the difference of two MONITOR
+    # runs, and bare's own fetch batching moves by a few hundredths between runs.
+    if added > 1.15:
         problems.append(f"{added} round trips per message")
     result["verdict"] = (
         "FAIL: " + ", ".join(problems)
