@@ -39,6 +39,7 @@ pytest:
 
 bench: venv
 	$(BIN)/python -m pip install -q -e '.[test,dev,rabbitmq]'
+	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks
 
 clean:

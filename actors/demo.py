@@ -65,15 +65,32 @@ def dead_letters_scene(ctx: Any) -> list[str]:
     ]
 
 
+def most_in_any_window(starts: dict[str, int], per_ms: int) -> int:
+    """The most starts in any sliding window of ``per_ms`` (starts: time in ms -> how many)."""
+    times = sorted(int(t) for t, count in starts.items() for _ in range(count))
+    return max((sum(1 for t in times if first <= t < first + per_ms) for first in times), default=0)
+
+
 def webhooks_scene(ctx: Any) -> list[str]:
     """Webhooks for three tenants"""
     tenants = ("acme", "globex", "initech")
+    limit = webhooks.TENANT_WEBHOOKS
     for n in range(30):
         tenant = tenants[n % 3]
         webhooks.deliver_webhook.send(tenant, f"evt-{n:03d}", {"type": "invoice.paid", "n": n})
+    ctx.say(f"sent a burst of 30 webhooks, 10 per tenant; each tenant takes {limit.count} per second")
     ctx.join("webhooks")
     by_tenant = ledger.table("webhooks_by_tenant")
-    return [", ".join(f"{tenant}: {by_tenant.get(tenant, 0)} delivered" for tenant in tenants)]
+    busiest = max(most_in_any_window(ledger.table(f"webhook_starts:{t}"), limit.per) for t in tenants)
+    deferred = ledger.table("webhook_deferred")
+    ctx.say(f"{sum(deferred.values())} deferrals in all while the burst drained")
+    return [
+        ", ".join(f"{tenant}: {by_tenant.get(tenant, 0)} delivered" for tenant in tenants),
+        f"at most {busiest} deliveries per tenant in any 1-second window (limit {limit.count} per second)",
+        f"{len(deferred)} over the limit were deferred, not failed: "
+        f"{dead_lettered(ctx, 'webhooks')} dead-lettered, "
+        f"{sum(ledger.table('webhook_deliveries').values()) - 30} delivered twice",
+    ]
 
 
 def maintenance_scene(ctx: Any) -> list[str]:

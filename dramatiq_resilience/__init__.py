@@ -7,6 +7,7 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.window import WindowUsage
 from .clock import Clock, FakeClock, SystemClock
 from .dead_letters import (
     DeadLetterFilter,
@@ -37,9 +38,11 @@ from .errors import (
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
+from .limits import Concurrency, Limit
 from .middleware.base import ResilienceMiddleware
 from .middleware.dead_letters import DeadLetters
 from .middleware.guard import RetryGuard
+from .middleware.limiter import SlidingWindowLimiter
 
 __version__ = "0.1.0"
 
@@ -49,6 +52,7 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "Clock",
+    "Concurrency",
     "ConfigurationError",
     "CorruptRecord",
     "DeadLetterFilter",
@@ -64,6 +68,7 @@ __all__ = [
     "FakeClock",
     "IdempotencyConflict",
     "InvalidMessage",
+    "Limit",
     "QueueOverloaded",
     "RedisBackend",
     "RedrivePolicy",
@@ -71,12 +76,14 @@ __all__ = [
     "ResilienceError",
     "ResilienceMiddleware",
     "RetryGuard",
+    "SlidingWindowLimiter",
     "Stack",
     "StateBackend",
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
     "UnreadableRecord",
+    "WindowUsage",
     "__version__",
     "defer",
     "emit",

@@ -32,6 +32,7 @@ from .backends.base import StateBackend
 from .errors import ConfigurationError
 from .middleware.dead_letters import DeadLetters
 from .middleware.guard import RetryGuard
+from .middleware.limiter import SlidingWindowLimiter
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
 
@@ -60,6 +61,11 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    Piece(
+        "limiter",
+        SlidingWindowLimiter,
+        lambda backend, **kwargs: SlidingWindowLimiter(backend=backend, **kwargs),
+    ),
     # Captures in after_nack, after every after_process_message hook has decided
     # message.failed; before Retries so it sees the retry count before Retries changes it.
     Piece("dead_letters", DeadLetters, lambda backend, **kwargs: DeadLetters(backend=backend, **kwargs)),

@@ -42,6 +42,8 @@ Dead letters: declined charges kept, one requeued
   store: 1 dead (order-009), 1 requeued
 Webhooks for three tenants
   acme: 10 delivered, globex: 10 delivered, initech: 10 delivered
+  at most 5 deliveries per tenant in any 1-second window (limit 5 per second)
+  15 over the limit were deferred, not failed: 0 dead-lettered, 0 delivered twice
 Maintenance jobs
   purge_expired_sessions ran 1 time(s)
 """

@@ -21,11 +21,17 @@ def names(broker: Any) -> list[str]:
 
 
 def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """RetryGuard goes first; Dramatiq's own middleware keep their order."""
+    """RetryGuard goes first; Dramatiq's own middleware keep their order; checks go before Retries."""
     before = names(stub_broker)
     stack = dr.install(stub_broker, backend=stub_backend)
-    assert names(stub_broker)[0] == "RetryGuard"
-    assert [name for name in names(stub_broker) if name in before] == before
+    retries = before.index("Retries")
+    assert names(stub_broker) == [
+        "RetryGuard",
+        *before[:retries],
+        "SlidingWindowLimiter",
+        "DeadLetters",
+        *before[retries:],
+    ]
     assert isinstance(stack.guard, dr.RetryGuard)
     assert dr.installed(stub_broker) is stack
 
@@ -41,8 +47,9 @@ def test_install_is_idempotent(stub_broker: StubBroker, stub_backend: dr.StubBac
 
 def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
     """guard=False leaves the guard out."""
-    stack = dr.install(stub_broker, backend=stub_backend, guard=False)
-    assert "RetryGuard" not in names(stub_broker)
+    before = names(stub_broker)
+    stack = dr.install(stub_broker, backend=stub_backend, guard=False, limiter=False, dead_letters=False)
+    assert names(stub_broker) == before
     with pytest.raises(AttributeError, match="the 'guard' piece is not installed"):
         stack.guard  # noqa: B018
 

@@ -27,6 +27,10 @@ if STACK != "bare":
         dr.install(broker, backend=backend, dead_letters=False)
     elif STACK == "dead_letters":
         dr.install(broker, backend=backend)
+    elif STACK == "limiter":
+        dr.install(broker, backend=backend)
+        # Never binding (a billion per second), one budget per n % 16: the row measures the cost.
+        ACTOR_OPTIONS["rate_limits"] = dr.Limit(10**9, per=1_000, key=lambda n: str(n % 16))
     else:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 

@@ -29,6 +29,7 @@ import abc
 
 from .dead_letters import DeadLetterOps
 from .keys import Keyed
+from .window import WindowOps
 
 __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 
@@ -36,7 +37,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, DeadLetterOps, abc.ABC):
+class StateBackend(Keyed, WindowOps, DeadLetterOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

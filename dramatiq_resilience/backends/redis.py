@@ -5,11 +5,12 @@ from __future__ import annotations
 from .base import StateBackend
 from .redis_base import RedisBase
 from .redis_dead_letters import RedisDeadLetterOps
+from .redis_window import RedisWindowOps
 
 __all__ = ["RedisBackend"]
 
 
-class RedisBackend(RedisDeadLetterOps, RedisBase, StateBackend):
+class RedisBackend(RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend):
     """State backend on Redis (5 or later; Redis Cluster works: keys are hash-tagged).
 
     Parameters:

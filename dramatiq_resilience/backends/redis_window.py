@@ -1,0 +1,143 @@
+"""Window operations on Redis: one Lua script per operation (``lua/window_*.lua``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .redis_base import RedisBase
+from .window import (
+    DEFAULT_HOLD_ESTIMATE,
+    WINDOW_GROUP,
+    HeldLease,
+    LeaseSpec,
+    RateSpec,
+    WindowDecision,
+    WindowOps,
+    WindowUsage,
+    bucket_width,
+    escape_id,
+    unescape_id,
+)
+
+__all__ = ["RedisWindowOps"]
+
+#: Items per window_inspect call.
+_INSPECT_BATCH = 200
+
+
+def _glob(text: str) -> str:
+    """Escape ``text`` for a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+class RedisWindowOps(RedisBase, WindowOps):
+    """Window state in Redis hashes and sorted sets, all under the ``{limits}`` hash tag.
+
+    Keys: ``<ns>:window:{limits}:r:<limit>:<key>`` (a rate window),
+    ``...:c:<limit>:<key>`` (a pool's leases) and ``...:m:<limit>:<key>`` (a
+    pool's meta).  One hash tag for all of them means one Redis Cluster slot
+    holds all limiter state: that is what lets one script take any mix of
+    shared and per-key limits atomically.
+    """
+
+    def _window_key(self, kind: str, limit: str, key: str) -> str:
+        return self.key("window", WINDOW_GROUP, kind, escape_id(limit), escape_id(key))
+
+    def _pool_keys(self, spec: LeaseSpec) -> list[str]:
+        return [self._window_key("c", spec.limit, spec.key), self._window_key("m", spec.limit, spec.key)]
+
+    def window_acquire(
+        self, token: str, rates: Sequence[RateSpec], leases: Sequence[LeaseSpec] = ()
+    ) -> WindowDecision:
+        keys = [self._window_key("r", rate.limit, rate.key) for rate in rates]
+        args: list[Any] = [token, len(rates), len(leases)]
+        for rate in rates:
+            args += [rate.count, rate.per_ms, bucket_width(rate.per_ms)]
+        for lease in leases:
+            keys += self._pool_keys(lease)
+            args += [lease.n, lease.lease_ms, min(DEFAULT_HOLD_ESTIMATE, lease.lease_ms)]
+        reply = self.run_script("window_acquire", keys, args)
+        if int(reply[0]) == 1:
+            return WindowDecision(granted=True, now_ms=int(reply[1]))
+        return WindowDecision(
+            granted=False,
+            now_ms=int(reply[1]),
+            retry_at_ms=int(reply[2]),
+            blocked_by=int(reply[3]),
+            spacing_ms=int(reply[4]),
+        )
+
+    def window_release(self, token: str, leases: Sequence[LeaseSpec], held_ms: int | None = None) -> int:
+        if not leases:
+            return 0
+        keys = [key for lease in leases for key in self._pool_keys(lease)]
+        held = "" if held_ms is None else str(max(0, int(held_ms)))
+        return int(
+            self.run_script("window_release", keys, [token, held, *(spec.lease_ms for spec in leases)])
+        )
+
+    def window_renew(self, held: Sequence[HeldLease]) -> list[bool]:
+        if not held:
+            return []
+        keys = [key for lease in held for key in self._pool_keys(lease.spec)]
+        args: list[Any] = []
+        for lease in held:
+            args += [lease.token, lease.spec.lease_ms]
+        return [bool(flag) for flag in self.run_script("window_renew", keys, args)]
+
+    def _scan(self, kind: str, limit: str | None, key: str | None) -> Iterable[tuple[str, str]]:
+        """(limit, key) of every stored window or pool of ``kind`` matching the filters."""
+        prefix = self.key("window", WINDOW_GROUP, kind) + ":"
+        if limit is not None and key is not None:
+            stored = prefix + escape_id(limit) + ":" + escape_id(key)
+            with self.errors():
+                found = self.client.exists(stored)
+            return [(limit, key)] if found else []
+        pattern = _glob(prefix) + (_glob(escape_id(limit)) + ":*" if limit is not None else "*")
+        seen: set[tuple[str, str]] = set()
+        with self.errors():
+            for raw in self.client.scan_iter(match=pattern, count=1000):
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                stored_limit, _, stored_key = name[len(prefix) :].partition(":")
+                pair = (unescape_id(stored_limit), unescape_id(stored_key))
+                if key is None or pair[1] == key:
+                    seen.add(pair)
+        return sorted(seen)
+
+    def window_inspect(self, limit: str | None = None, key: str | None = None) -> list[WindowUsage]:
+        items = [("rate", pair) for pair in self._scan("r", limit, key)]
+        items += [("concurrency", pair) for pair in self._scan("c", limit, key)]
+        usages: list[WindowUsage] = []
+        for start in range(0, len(items), _INSPECT_BATCH):
+            batch = items[start : start + _INSPECT_BATCH]
+            keys: list[str] = []
+            letters = ""
+            for kind, (name, value) in batch:
+                if kind == "rate":
+                    keys.append(self._window_key("r", name, value))
+                    letters += "r"
+                else:
+                    keys += self._pool_keys(LeaseSpec(name, value, 0, 0))
+                    letters += "c"
+            reply = self.run_script("window_inspect", keys, [letters])
+            now = int(reply[0])
+            for (kind, (name, value)), row in zip(batch, reply[1:], strict=True):
+                used, capacity, window, next_free, resets, waiting = (int(x) for x in row)
+                if used == 0 and waiting < 0:
+                    continue
+                usages.append(
+                    WindowUsage(
+                        kind=kind,
+                        limit=name,
+                        key=value,
+                        used=used,
+                        capacity=capacity,
+                        window_ms=window,
+                        next_free_ms=None if next_free < 0 else next_free,
+                        resets_at_ms=None if resets < 0 else resets,
+                        waiting_until_ms=None if waiting < 0 else waiting,
+                        now_ms=now,
+                    )
+                )
+        return sorted(usages, key=lambda u: (u.limit, u.kind, u.key))
