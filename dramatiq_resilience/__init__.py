@@ -7,6 +7,7 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.dedup import DedupRecord
 from .clock import Clock, FakeClock, SystemClock
 from .deferral import defer
 from .enqueue import enqueue_origin, internal_enqueue, is_producer_send
@@ -19,16 +20,22 @@ from .errors import (
     DeferralFailed,
     Deferred,
     DuplicateMessage,
+    DuplicateSkipped,
     IdempotencyConflict,
     InvalidMessage,
+    LeaseLost,
     QueueOverloaded,
     Rejected,
     ResilienceError,
     TooManyDeferrals,
+    UniqueEnqueueUnavailable,
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .middleware.base import ResilienceMiddleware
+from .middleware.dedup import Deduplication
+from .middleware.dedup_claims import Claim, current_claim
+from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 
 __version__ = "0.1.0"
@@ -38,16 +45,21 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CircuitOpen",
+    "Claim",
     "Clock",
     "ConfigurationError",
     "CorruptRecord",
+    "DedupRecord",
+    "Deduplication",
     "DeferralFailed",
     "Deferred",
     "DuplicateMessage",
+    "DuplicateSkipped",
     "Event",
     "FakeClock",
     "IdempotencyConflict",
     "InvalidMessage",
+    "LeaseLost",
     "QueueOverloaded",
     "RedisBackend",
     "Rejected",
@@ -59,7 +71,9 @@ __all__ = [
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
+    "UniqueEnqueueUnavailable",
     "__version__",
+    "current_claim",
     "defer",
     "emit",
     "enqueue_origin",
@@ -67,6 +81,8 @@ __all__ = [
     "installed",
     "internal_enqueue",
     "is_producer_send",
+    "send_unique",
+    "send_unique_with_options",
     "subscribe",
     "unsubscribe",
 ]
