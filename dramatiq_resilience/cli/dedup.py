@@ -59,7 +59,7 @@ def _when(ms: int | None, now: int) -> str:
 
 def format_record(record: DedupRecord, now: int) -> str:
     """A readable table of ``record``; times relative to ``now`` (ms)."""
-    state = record.state
+    state: str = record.state
     if state == "pending" and not record.confirmed:
         state = "pending (reserved, enqueue not confirmed yet)"
     elif state == "in_progress" and record.lease_until is not None and record.lease_until <= now:
