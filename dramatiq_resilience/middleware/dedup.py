@@ -59,6 +59,9 @@ DEFAULT_RESERVATION_TIMEOUT = 30_000
 
 _OWNER = "dedup"
 
+#: The deferral reason of a duplicate whose key is in progress.
+BUSY = "duplicate_in_progress"
+
 
 class Deduplication(ResilienceMiddleware):
     """Middleware that runs each deduplication key to completion once.
@@ -178,6 +181,16 @@ class Deduplication(ResilienceMiddleware):
             limit = limiter.time_limit if limiter is not None else DEFAULT_TIME_LIMIT
         return int(min(max(limit, DEFAULT_MIN_LEASE), DEFAULT_MAX_LEASE))
 
+    def busy_delay_for(self, message: Any, retry_after_ms: int) -> int:
+        """Milliseconds to defer a duplicate whose key is in progress (jitter is added on top).
+
+        ``busy_delay`` doubled with each such deferral of the message, at most
+        ``max_busy_delay``, and never past the holder's lease (``retry_after_ms``):
+        if the holder died, the key frees then.
+        """
+        growing = self.busy_delay * 2 ** min(deferral_count(message, BUSY), 20)
+        return max(0, min(growing, self.max_busy_delay, retry_after_ms))
+
     # -- processing ------------------------------------------------------------
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
@@ -242,11 +255,13 @@ class Deduplication(ResilienceMiddleware):
                 existing_message_id=str(result.owner),
             )
         if result.outcome == "busy":
-            reason = "duplicate_in_progress"
-            growing = self.busy_delay * 2 ** min(deferral_count(message, reason), 20)
-            delay = min(growing, self.max_busy_delay, result.retry_after_ms)
-            max_deferrals = self.option(broker, message, "dedup_max_deferrals")
-            self.defer(broker, message, delay_ms=delay, reason=reason, max_deferrals=max_deferrals)
+            self.defer(
+                broker,
+                message,
+                delay_ms=self.busy_delay_for(message, result.retry_after_ms),
+                reason=BUSY,
+                max_deferrals=self.option(broker, message, "dedup_max_deferrals"),
+            )
         self._emit("dedup_conflict", message, key=key, existing_message_id=result.owner, where="process")
         self.reject(
             message,
@@ -324,7 +339,8 @@ class Deduplication(ResilienceMiddleware):
     def _payload(self, broker: Broker, message: Any) -> str:
         if not self.option(broker, message, "dedup_payload_check"):
             return ""
-        return fingerprint(message.actor_name, message.args, message.kwargs)
+        actor = broker.get_actor(message.actor_name)
+        return fingerprint(message.actor_name, actor.fn, message.args, message.kwargs)
 
     def _complete(self, broker: Broker, message: Any, claim: Claim, result: Any) -> None:
         if claim.committed:

@@ -88,7 +88,7 @@ class UniqueEnqueue:
         if key is None:
             return
         check = self._option(broker, message, actor, "dedup_payload_check")
-        payload = fingerprint(message.actor_name, message.args, message.kwargs) if check else ""
+        payload = fingerprint(message.actor_name, actor.fn, message.args, message.kwargs) if check else ""
         middleware = self.middleware
         try:
             answer = middleware.backend.dedup_reserve(

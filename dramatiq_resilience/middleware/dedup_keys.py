@@ -5,7 +5,7 @@
   ``dedup_key=lambda order_id, **_: f"charge:{order_id}"`` works however the
   message was sent (positionally or by keyword).  A key function that does not
   accept the arguments by name is called like the actor, ``key(*args, **kwargs)``.
-* :func:`fingerprint` is a stable hash of (actor, args, kwargs): canonical
+* :func:`fingerprint` is a stable hash of (actor, arguments by name): canonical
   JSON (sorted keys, no whitespace; tuples and lists alike) through SHA-256.
   Arguments that are not JSON (possible only with a non-JSON broker encoder)
   get no fingerprint, and so no payload check.
@@ -122,12 +122,19 @@ def compute_key(
     return None if value is None else _check_key(value, "must return")
 
 
-def fingerprint(actor_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    """A stable hash of the actor's name and arguments, or ``""`` if they are not JSON."""
+def fingerprint(
+    actor_name: str, actor_fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> str:
+    """A stable hash of the actor's name and arguments, or ``""`` if they are not JSON.
+
+    The arguments are taken by name (bound to the actor's signature, defaults
+    applied) where they can be, so ``charge("o-1", 5)`` and
+    ``charge(order_id="o-1", amount=5)`` have the same fingerprint.
+    """
+    named = _by_name(actor_fn, args, kwargs)
+    arguments: Any = named if named is not None else [list(args), dict(kwargs)]
     try:
-        text = json.dumps(
-            [actor_name, list(args), dict(kwargs)], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        text = json.dumps([actor_name, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
         return ""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
