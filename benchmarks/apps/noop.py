@@ -25,6 +25,16 @@ if STACK != "bare":
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
     if STACK == "guard":
         dr.install(broker, backend=backend)
+    elif STACK == "dedup":
+        # The happy path: every delivery claims a fresh key, then completes it.
+        import uuid
+
+        dr.install(broker, backend=backend)
+        ACTOR_OPTIONS["dedup_key"] = lambda n: f"noop:{uuid.uuid4().hex}"
+    elif STACK == "dedup_skip":
+        # Skipped duplicates: every message carries one key, completed by the first.
+        dr.install(broker, backend=backend)
+        ACTOR_OPTIONS.update(dedup_key="noop-duplicate", dedup_payload_check=False)
     else:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 
