@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import msgpack
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
 from dramatiq.middleware import TimeLimit
 
-from .. import events
 from ..backends.base import StateBackend
 from ..backends.dedup import DedupRecord
 from ..deferral import deferral_count
 from ..errors import BackendError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
-from ..options import Option, boolean, choice, milliseconds, optional, positive_int
+from ..options import Option, boolean, choice, lookup, milliseconds, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 from .dedup_claims import Claim, set_current
 from .dedup_enqueue import UniqueEnqueue
 from .dedup_keys import compute_key, fingerprint, key_option
+from .dedup_settle import Settlement, emit_for
 from .lease_renewer import lease_renewer
 
 __all__ = [
@@ -158,6 +156,7 @@ class Deduplication(ResilienceMiddleware):
         )
         self.check_defaults()
         self.unique = UniqueEnqueue(self)
+        self.settle = Settlement(self)
 
     # -- the API ---------------------------------------------------------------
 
@@ -242,12 +241,10 @@ class Deduplication(ResilienceMiddleware):
                     key,
                     result.owner,
                 )
-            self._emit(
-                "dedup_claimed", message, key=key, takeover=result.takeover, previous_owner=result.owner
-            )
+            emit_for("dedup_claimed", message, key=key, takeover=result.takeover, previous_owner=result.owner)
             return
         if result.outcome == "completed":
-            self._emit("dedup_skipped", message, key=key, existing_message_id=result.owner)
+            emit_for("dedup_skipped", message, key=key, existing_message_id=result.owner)
             raise DuplicateSkipped(
                 f"Message {message.message_id!r} skipped: deduplication key {key!r} was completed by "
                 f"message {result.owner!r}.",
@@ -262,7 +259,7 @@ class Deduplication(ResilienceMiddleware):
                 reason=BUSY,
                 max_deferrals=self.option(broker, message, "dedup_max_deferrals"),
             )
-        self._emit("dedup_conflict", message, key=key, existing_message_id=result.owner, where="process")
+        emit_for("dedup_conflict", message, key=key, existing_message_id=result.owner, where="process")
         self.reject(
             message,
             IdempotencyConflict(
@@ -284,13 +281,13 @@ class Deduplication(ResilienceMiddleware):
         claim: Claim | None = state.pop("claim", None)
         if claim is None:
             if exception is not None and message.failed and not state.get("decided"):
-                self._forget_reservation(broker, message)
+                self.settle.forget_reservation(broker, message)
             return
         set_current(None)
         if exception is None:
-            self._complete(broker, message, claim, result)
+            self.settle.complete(broker, message, claim, result)
         else:
-            self._release(
+            self.settle.release(
                 message, claim, forget=message.failed, reason="dead_lettered" if message.failed else "failed"
             )
 
@@ -299,10 +296,10 @@ class Deduplication(ResilienceMiddleware):
         claim: Claim | None = state.pop("claim", None)
         if claim is None:
             if message.failed and not state.get("decided"):
-                self._forget_reservation(broker, message)
+                self.settle.forget_reservation(broker, message)
             return
         set_current(None)
-        self._release(
+        self.settle.release(
             message, claim, forget=message.failed, reason="dead_lettered" if message.failed else "skipped"
         )
 
@@ -342,87 +339,17 @@ class Deduplication(ResilienceMiddleware):
         actor = broker.get_actor(message.actor_name)
         return fingerprint(message.actor_name, actor.fn, message.args, message.kwargs)
 
-    def _complete(self, broker: Broker, message: Any, claim: Claim, result: Any) -> None:
-        if claim.committed:
-            lease_renewer().discard(claim)
-            self._emit("dedup_completed", message, key=claim.key, committed=True)
-            return
-        packed = None
-        if self.option(broker, message, "dedup_store_result"):
-            try:
-                packed = bytes(msgpack.packb(result, use_bin_type=True))
-            except (TypeError, ValueError, OverflowError) as exc:
-                self.logger.warning("Result of message %r not stored: %s.", message.message_id, exc)
+    def plain_option(self, broker: Broker, message: Any, name: str) -> Any:
+        """Resolve option ``name`` like :meth:`option`, raising ``ConfigurationError`` instead of rejecting.
 
-        def complete() -> bool:
-            done = self.backend.dedup_complete(
-                claim.key, token=claim.token, ttl_ms=claim.ttl_ms, result=packed
-            )
-            if done:
-                self._emit("dedup_completed", message, key=claim.key, committed=False)
-            else:
-                self.logger.error(
-                    "Message %r finished after losing deduplication key %r to another message (its lease "
-                    "ran out); its effects may have happened twice.",
-                    message.message_id,
-                    claim.key,
-                )
-                self._emit("dedup_lease_lost", message, key=claim.key, at="complete")
-            return done
-
-        self._settle(message, claim, complete, "complete")
-
-    def _release(self, message: Any, claim: Claim, *, forget: bool, reason: str) -> None:
-        def release() -> bool:
-            done = self.backend.dedup_release(
-                claim.key,
-                token=claim.token,
-                message_id=message.message_id,
-                forget=forget,
-                ttl_ms=claim.ttl_ms,
-            )
-            if done:
-                self._emit("dedup_released", message, key=claim.key, reason=reason)
-            return done
-
-        self._settle(message, claim, release, "release")
-
-    def _settle(self, message: Any, claim: Claim, action: Callable[[], bool], verb: str) -> None:
-        renewer = lease_renewer()
-        renewer.discard(claim)
-        try:
-            action()
-        except BackendError as exc:
-            self.outage.failed(exc, action="settle claims in the background")
-            what = f"{verb} deduplication key {claim.key!r} of message {claim.message_id!r}"
-            renewer.settle_later(claim, action, what)
-            self._emit("dedup_settle_retrying", message, key=claim.key, action=verb)
-            return
-        self.outage.succeeded()
-
-    def _forget_reservation(self, broker: Broker, message: Any) -> None:
-        """A message that never claimed was dead-lettered: free its pending reservation."""
+        For hooks where the message cannot be rejected: enqueueing, after-hooks.
+        """
+        spec = self._specs[name]
         actor = broker.get_actor(message.actor_name)
-        if "dedup_key" not in actor.options and "dedup_key" not in message.options:
-            return
-        try:
-            key = compute_key(
-                self.option(broker, message, "dedup_key"), actor.fn, message.args, message.kwargs
-            )
-            if key is not None and self.backend.dedup_release(
-                key, token="", message_id=message.message_id, forget=True, ttl_ms=0
-            ):
-                self._emit("dedup_released", message, key=key, reason="dead_lettered")
-        except Exception as exc:
-            self.logger.warning(
-                "Could not free the reservation of dead-lettered message %r: %s", message.message_id, exc
-            )
-
-    def _emit(self, name: str, message: Any, **fields: Any) -> None:
-        events.emit(
-            name,
-            actor_name=message.actor_name,
-            queue_name=q_name(message.queue_name),
-            message_id=message.message_id,
-            **fields,
+        return lookup(
+            spec,
+            message_options=message.options,
+            actor_options=actor.options,
+            default=getattr(self, spec.attr),
+            actor_name=actor.actor_name,
         )

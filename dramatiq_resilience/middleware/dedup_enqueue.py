@@ -29,8 +29,8 @@ from dramatiq.errors import ActorNotFound
 
 from ..enqueue import is_producer_send
 from ..errors import BackendError, ConfigurationError, DuplicateMessage, UniqueEnqueueUnavailable
-from ..options import lookup
 from .dedup_keys import compute_key, fingerprint, pack_message, unpack_message
+from .dedup_settle import emit_for
 
 if TYPE_CHECKING:
     from .dedup import Deduplication
@@ -44,14 +44,6 @@ class UniqueEnqueue:
     def __init__(self, middleware: Deduplication) -> None:
         self.middleware = middleware
         self._local = threading.local()
-
-    def _option(self, broker: Broker, message: Any, actor: Any, name: str) -> Any:
-        spec = self.middleware._specs[name]
-        default = getattr(self.middleware, spec.attr)
-        return lookup(
-            spec, message_options=message.options, actor_options=actor.options, default=default,
-            actor_name=actor.actor_name,
-        )  # fmt: skip
 
     @property
     def _reservations(self) -> dict[str, tuple[str, int]]:
@@ -74,20 +66,23 @@ class UniqueEnqueue:
                     "send_unique() needs the actor to have a dedup_key", actor_name=actor.actor_name
                 )
             return
-        if not (forced or self._option(broker, message, actor, "dedup_on_enqueue")):
+        if not (forced or self.middleware.plain_option(broker, message, "dedup_on_enqueue")):
             return
         if not is_producer_send(message):
             return
         try:
             key = compute_key(
-                self._option(broker, message, actor, "dedup_key"), actor.fn, message.args, message.kwargs
+                self.middleware.plain_option(broker, message, "dedup_key"),
+                actor.fn,
+                message.args,
+                message.kwargs,
             )
         except Exception as exc:
             problem = str(exc) if isinstance(exc, ValueError) else f"the key function raised {exc!r}"
             raise ConfigurationError(problem, actor_name=actor.actor_name, option="dedup_key") from exc
         if key is None:
             return
-        check = self._option(broker, message, actor, "dedup_payload_check")
+        check = self.middleware.plain_option(broker, message, "dedup_payload_check")
         payload = fingerprint(message.actor_name, actor.fn, message.args, message.kwargs) if check else ""
         middleware = self.middleware
         try:
@@ -104,7 +99,7 @@ class UniqueEnqueue:
             return
         middleware.outage.succeeded()
         if answer.reserved:
-            ttl = self._option(broker, message, actor, "dedup_ttl")
+            ttl = self.middleware.plain_option(broker, message, "dedup_ttl")
             self._reservations[message.message_id] = (key, ttl + (delay or 0))
             return
 
@@ -121,7 +116,7 @@ class UniqueEnqueue:
                 message_id=str(answer.owner),
                 message_timestamp=0,
             )
-        middleware._emit(
+        emit_for(
             "dedup_conflict" if answer.conflict else "dedup_refused",
             message,
             key=key,
@@ -176,7 +171,7 @@ class UniqueEnqueue:
                 key=key,
             ) from exc
         middleware.outage.failed(exc, action="send messages without a unique-enqueue reservation")
-        middleware._emit("dedup_unreserved", message, key=key, error=exc)
+        emit_for("dedup_unreserved", message, key=key, error=exc)
 
     @contextmanager
     def forced(self) -> Iterator[None]:
