@@ -133,3 +133,43 @@ def test_payload_conflict_lands_in_the_dead_letter_queue_on_redis(
     assert isinstance(error, dr.IdempotencyConflict)
     assert (error.key, error.existing_message_id) == ("order-1", first.message_id)
     assert "with different arguments" in str(error)
+
+
+@pytest.mark.rabbitmq
+def test_duplicates_on_rabbitmq_wait_then_are_skipped_and_unique_send_refuses(
+    rabbitmq_broker: Any,
+    rabbitmq_worker: Worker,
+    backend: dr.RedisBackend,
+    queue_name: str,
+    seen: list[dr.Event],
+) -> None:
+    """RabbitMQ: an in-progress duplicate is deferred then skipped; a unique send is refused."""
+    dr.install(rabbitmq_broker, backend=backend, dedup={"busy_delay": 50})
+    started, release = threading.Event(), threading.Event()
+    runs: list[str] = []
+
+    @dramatiq.actor(queue_name=queue_name, dedup_key=lambda order_id: order_id, dedup_on_enqueue=True)
+    def charge(order_id: str) -> None:
+        runs.append(order_id)
+        started.set()
+        release.wait(10)
+
+    first = charge.send("order-1")
+    assert started.wait(10)
+    with pytest.raises(dr.DuplicateMessage) as info:
+        charge.send("order-1")
+    assert (info.value.existing_message_id, info.value.state) == (first.message_id, "in_progress")
+    with dr.internal_enqueue("redrive"):  # a re-enqueue passes the unique check: processing dedup waits
+        rabbitmq_broker.enqueue(charge.message("order-1"))
+    deadline = time.monotonic() + 10
+    while not any(e.name == "message_deferred" for e in seen):
+        assert time.monotonic() < deadline, "the duplicate was never deferred"
+        time.sleep(0.01)
+    release.set()
+    rabbitmq_broker.join(queue_name, timeout=20_000)
+    rabbitmq_worker.join()
+    assert runs == ["order-1"]
+    assert [e.name for e in seen if e.name in ("dedup_skipped", "dedup_completed")] == [
+        "dedup_completed",
+        "dedup_skipped",
+    ]

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import redis
 
+from ..errors import BackendError
 from .dedup import (
     ClaimResult,
     DedupOps,
@@ -164,4 +165,7 @@ class RedisDedupOps(RedisBase, DedupOps):
                         continue
                 # WATCH makes the check above hold at EXEC, so the completion succeeds.
                 return bool(answers[-1])
-        return False
+        raise BackendError(
+            f"Could not commit deduplication key {key!r}: its record kept changing during "
+            f"{COMMIT_ATTEMPTS} attempts"
+        )
