@@ -244,6 +244,12 @@ class Deduplication(ResilienceMiddleware):
             emit_for("dedup_claimed", message, key=key, takeover=result.takeover, previous_owner=result.owner)
             return
         if result.outcome == "completed":
+            self.logger.info(
+                "Skipping message %r: deduplication key %r was completed by message %r.",
+                message.message_id,
+                key,
+                result.owner,
+            )
             emit_for("dedup_skipped", message, key=key, existing_message_id=result.owner)
             raise DuplicateSkipped(
                 f"Message {message.message_id!r} skipped: deduplication key {key!r} was completed by "

@@ -92,6 +92,18 @@ class Claim:
         """``{<key>}``: name your own keys with it to share the record's Redis Cluster slot."""
         return "{" + self.key + "}"
 
+    def report_lost(self, at: str) -> None:
+        """Mark the claim lost (seen ``at`` "renew" or "commit") and emit ``dedup_lease_lost``."""
+        self.lost = True
+        events.emit(
+            "dedup_lease_lost",
+            actor_name=self.actor_name,
+            queue_name=self.queue_name,
+            message_id=self.message_id,
+            key=self.key,
+            at=at,
+        )
+
     def commit(self, writes: Callable[[Any], Any], *, result: Any = _NO_RESULT) -> None:
         """Apply ``writes`` and mark the key completed in one transaction.
 
@@ -121,15 +133,7 @@ class Claim:
         finally:
             self.committing.clear()
         if not done:
-            self.lost = True
-            events.emit(
-                "dedup_lease_lost",
-                actor_name=self.actor_name,
-                queue_name=self.queue_name,
-                message_id=self.message_id,
-                key=self.key,
-                at="commit",
-            )
+            self.report_lost("commit")
             raise LeaseLost(
                 f"Message {self.message_id!r} no longer holds deduplication key {self.key!r} (its lease ran "
                 "out and another message took the key over); its writes were not applied.",

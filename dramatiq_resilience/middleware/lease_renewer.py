@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import events
 from ..backends.dedup import RenewRequest
 from ..errors import BackendError
 from ..outage import OutageLog
@@ -174,21 +173,13 @@ class LeaseRenewer:
             if claim not in self._claims or claim.committing.is_set() or claim.committed:
                 return  # settled or committed meanwhile, not lost
             self._claims.discard(claim)
-        claim.lost = True
         logger.error(
             "Message %r lost deduplication key %r: its lease ran out and another message took the key "
             "over while it was still running. Effects not committed with Claim.commit() may happen twice.",
             claim.message_id,
             claim.key,
         )
-        events.emit(
-            "dedup_lease_lost",
-            actor_name=claim.actor_name,
-            queue_name=claim.queue_name,
-            message_id=claim.message_id,
-            key=claim.key,
-            at="renew",
-        )
+        claim.report_lost("renew")
 
     def _settle(self) -> bool:
         """Try every pending settlement once; False if one failed again."""
