@@ -695,3 +695,13 @@ def test_bad_defaults_and_actor_options_are_configuration_errors(
 
         @dramatiq.actor(dedup_key="k", dedup_lease=5)
         def job2() -> None: ...
+
+
+def test_deduplication_after_retries_is_a_configuration_error(stub_backend: dr.StubBackend) -> None:
+    """Placed after Retries it could not see final failures: declaring an actor says where it goes."""
+    broker = StubBroker()
+    broker.add_middleware(Deduplication(backend=stub_backend))
+    with pytest.raises(dr.ConfigurationError, match="Actor 'job': Deduplication must come before Retries"):
+
+        @dramatiq.actor(broker=broker)
+        def job() -> None: ...

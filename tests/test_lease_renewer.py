@@ -157,3 +157,21 @@ def test_a_forked_child_gets_its_own_renewer(clock: dr.FakeClock) -> None:
     finally:
         parent.discard(claim)
     assert answer == b"fresh"
+
+
+def test_stop_gives_up_unsettled_work_with_an_error(
+    renewer: LeaseRenewer, clock: dr.FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A completion still failing at shutdown is dropped with an error, and its claim no longer renewed."""
+    backend = dr.StubBackend(clock=clock)
+    claim = held(backend, "k", lease_ms=60_000)
+    backend.unavailable = True
+    renewer.settle_later(
+        claim, lambda: backend.dedup_complete("k", token="t-k", ttl_ms=1), "complete key 'k'"
+    )
+    time.sleep(0.1)  # the thread tries, and fails
+    assert renewer.outage.in_outage
+    renewer.stop()
+    assert renewer.active == 0
+    assert renewer._thread is None or not renewer._thread.is_alive()
+    assert "Could not complete key 'k' on shutdown" in caplog.text

@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
-from dramatiq.middleware import TimeLimit
+from dramatiq.middleware import Retries, TimeLimit
 
 from ..backends.base import StateBackend
 from ..backends.dedup import DedupRecord
 from ..deferral import deferral_count
-from ..errors import BackendError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
+from ..errors import BackendError, ConfigurationError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
 from ..options import Option, boolean, choice, lookup, milliseconds, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 from .dedup_claims import Claim, set_current
@@ -167,6 +167,21 @@ class Deduplication(ResilienceMiddleware):
     def forget(self, key: str) -> DedupRecord | None:
         """Delete ``key``'s record whatever its state (the next message runs); return what it was."""
         return self.backend.dedup_forget(key)
+
+    def validate_actor(self, broker: Broker, actor: Any) -> None:
+        # After Retries, a final failure would look like a retryable one: the key
+        # would stay pending instead of being forgotten.
+        order = [type(m) for m in broker.middleware]
+        if (
+            Retries in order
+            and self in broker.middleware
+            and order.index(Retries) < broker.middleware.index(self)
+        ):
+            raise ConfigurationError(
+                "Deduplication must come before Retries in the middleware list: use dr.install(), or "
+                "broker.add_middleware(Deduplication(...), before=Retries)",
+                actor_name=actor.actor_name,
+            )
 
     def lease_for(self, broker: Broker, message: Any) -> int:
         """The lease of ``message`` in milliseconds: ``dedup_lease``, or derived from its time limit."""

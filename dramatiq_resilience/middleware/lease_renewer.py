@@ -67,13 +67,7 @@ class LeaseRenewer:
         """Keep ``claim`` renewed until :meth:`discard`; starts the thread if needed."""
         with self._lock:
             self._claims.add(claim)
-            self._stopping = False
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="dramatiq-resilience-lease-renewer", daemon=True
-                )
-                self._thread.start()
-            self._lock.notify_all()
+            self._wake()
 
     def discard(self, claim: Claim) -> None:
         """Stop renewing ``claim``."""
@@ -88,7 +82,17 @@ class LeaseRenewer:
         with self._lock:
             self._claims.add(claim)
             self._settlements.append(_Settlement(claim, action, what))
-            self._lock.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Start the thread if it is not running, and wake it.  Called with the lock held."""
+        self._stopping = False
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="dramatiq-resilience-lease-renewer", daemon=True
+            )
+            self._thread.start()
+        self._lock.notify_all()
 
     @property
     def active(self) -> int:
@@ -97,22 +101,27 @@ class LeaseRenewer:
             return len(self._claims)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Settle what can be settled, and stop the thread once no claim is left."""
+        """Make a last attempt at what is unsettled; stop the thread once no claim is left.
+
+        Claims still held by running jobs (another worker in this process) keep
+        being renewed.  Settlements that still fail are given up, with an error
+        each: their keys' leases run out and a duplicate may run them again.
+        """
         self._settle()
         with self._lock:
-            self._stopping = True
-            self._lock.notify_all()
-            thread = self._thread if not self._claims else None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        with self._lock:
             for settlement in self._settlements:
+                self._claims.discard(settlement.claim)
                 logger.error(
                     "Could not %s on shutdown: the state backend is unreachable. The key's lease will "
                     "run out and a duplicate may run it again.",
                     settlement.what,
                 )
             self._settlements.clear()
+            self._stopping = True
+            self._lock.notify_all()
+            thread = self._thread if not self._claims else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # -- the thread --------------------------------------------------------------
 
