@@ -175,3 +175,14 @@ def test_stop_gives_up_unsettled_work_with_an_error(
     assert renewer.active == 0
     assert renewer._thread is None or not renewer._thread.is_alive()
     assert "Could not complete key 'k' on shutdown" in caplog.text
+
+
+def test_committed_claims_are_not_renewed_nor_spun_on(renewer: LeaseRenewer, clock: dr.FakeClock) -> None:
+    """A claim committed by its actor (still running) is left alone: no renewal, no busy loop."""
+    backend = CountingBackend(clock)
+    claim = held(backend, "k", lease_ms=30)
+    claim.committed = True
+    renewer.add(claim)
+    time.sleep(0.2)
+    assert backend.renewals == []
+    assert renewer._next_wait() == 1.0  # idle, not 0: the thread sleeps

@@ -144,10 +144,17 @@ class LeaseRenewer:
         """Seconds until the next claim is due (0: now).  Called with the lock held."""
         if self._settlements:
             return 0.0
-        if not self._claims:
-            return 0.0 if self._stopping else IDLE_INTERVAL
         now = time.monotonic()
-        return max(0.0, min(c.renewed_at + c.lease_ms / 3_000 - now for c in self._claims))
+        waits = [self._due_in(claim, now) for claim in self._claims if not claim.committed]
+        if not waits:
+            return 0.0 if self._stopping and not self._claims else IDLE_INTERVAL
+        return max(0.0, min(waits))
+
+    @staticmethod
+    def _due_in(claim: Claim, now: float) -> float:
+        """Seconds until ``claim`` is due; a claim being committed is looked at again shortly."""
+        due = claim.renewed_at + claim.lease_ms / 3_000 - now
+        return max(due, RETRY_INTERVAL / 4) if claim.committing.is_set() else due
 
     def _renew_due(self) -> bool:
         """Renew the claims that are due; False if the backend failed."""
