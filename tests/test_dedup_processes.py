@@ -57,9 +57,13 @@ def test_effects_are_exactly_once_when_a_worker_is_killed(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(send, keys[:2_500]))
         deadline = time.monotonic() + 120
-        while int(client.get(f"{namespace}:progress") or 0) < 1_000:
+        victim = str(workers[0].pid).encode()  # its process group: the CLI and its worker process
+        while (
+            int(client.get(f"{namespace}:progress") or 0) < 1_000
+            or list(client.hgetall(f"{namespace}:inflight").values()).count(victim) < 2
+        ):
             assert time.monotonic() < deadline, "the workers made no progress"
-            time.sleep(0.02)
+            time.sleep(0.002)
         workers[0].kill()  # SIGKILL, mid-run: its in-flight claims and prefetched messages are orphaned
         killed_at = int(client.get(f"{namespace}:progress") or 0)
         list(pool.map(send, keys[2_500:]))

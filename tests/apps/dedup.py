@@ -45,9 +45,11 @@ client = redis.Redis.from_url(URL)
 def effect(key: str) -> None:
     """Count the run, work a little, then INCR the key's effect together with the completion."""
     client.hincrby(f"{NAMESPACE}:runs", key, 1)  # not fenced: counts every execution
+    client.hset(f"{NAMESPACE}:inflight", key, os.getpgid(0))  # which dramatiq CLI runs it
     time.sleep(random.uniform(0, SLEEP_MS) / 1000)
     claim = dr.current_claim()
     assert claim is not None
     # The effect key shares the record's hash tag, so this also holds on Redis Cluster.
     claim.commit(lambda tx: tx.incr(f"{NAMESPACE}:effect:{claim.hash_tag}"))
+    client.hdel(f"{NAMESPACE}:inflight", key)
     client.incr(f"{NAMESPACE}:progress")
