@@ -13,7 +13,7 @@ from ..backends.base import StateBackend
 from ..backends.dedup import DedupRecord
 from ..deferral import deferral_count
 from ..errors import BackendError, ConfigurationError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
-from ..options import Option, boolean, choice, lookup, milliseconds, optional, positive_int
+from ..options import Option, boolean, choice, milliseconds, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 from .dedup_claims import Claim, set_current
 from .dedup_enqueue import UniqueEnqueue
@@ -359,18 +359,3 @@ class Deduplication(ResilienceMiddleware):
             return ""
         actor = broker.get_actor(message.actor_name)
         return fingerprint(message.actor_name, actor.fn, message.args, message.kwargs)
-
-    def plain_option(self, broker: Broker, message: Any, name: str) -> Any:
-        """Resolve option ``name`` like :meth:`option`, raising ``ConfigurationError`` instead of rejecting.
-
-        For hooks where the message cannot be rejected: enqueueing, after-hooks.
-        """
-        spec = self._specs[name]
-        actor = broker.get_actor(message.actor_name)
-        return lookup(
-            spec,
-            message_options=message.options,
-            actor_options=actor.options,
-            default=getattr(self, spec.attr),
-            actor_name=actor.actor_name,
-        )

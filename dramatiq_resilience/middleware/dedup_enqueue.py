@@ -66,13 +66,13 @@ class UniqueEnqueue:
                     "send_unique() needs the actor to have a dedup_key", actor_name=actor.actor_name
                 )
             return
-        if not (forced or self.middleware.plain_option(broker, message, "dedup_on_enqueue")):
+        if not (forced or self.middleware.resolve_option(broker, message, "dedup_on_enqueue")):
             return
         if not is_producer_send(message):
             return
         try:
             key = compute_key(
-                self.middleware.plain_option(broker, message, "dedup_key"),
+                self.middleware.resolve_option(broker, message, "dedup_key"),
                 actor.fn,
                 message.args,
                 message.kwargs,
@@ -82,7 +82,7 @@ class UniqueEnqueue:
             raise ConfigurationError(problem, actor_name=actor.actor_name, option="dedup_key") from exc
         if key is None:
             return
-        check = self.middleware.plain_option(broker, message, "dedup_payload_check")
+        check = self.middleware.resolve_option(broker, message, "dedup_payload_check")
         payload = fingerprint(message.actor_name, actor.fn, message.args, message.kwargs) if check else ""
         middleware = self.middleware
         try:
@@ -99,7 +99,7 @@ class UniqueEnqueue:
             return
         middleware.outage.succeeded()
         if answer.reserved:
-            ttl = self.middleware.plain_option(broker, message, "dedup_ttl")
+            ttl = self.middleware.resolve_option(broker, message, "dedup_ttl")
             self._reservations[message.message_id] = (key, ttl + (delay or 0))
             return
 

@@ -50,7 +50,7 @@ class Settlement:
             emit_for("dedup_completed", message, key=claim.key, committed=True)
             return
         packed = None
-        if self.middleware.plain_option(broker, message, "dedup_store_result"):
+        if self.middleware.resolve_option(broker, message, "dedup_store_result"):
             try:
                 packed = bytes(msgpack.packb(result, use_bin_type=True))
             except (TypeError, ValueError, OverflowError) as exc:
@@ -100,7 +100,7 @@ class Settlement:
             return
         middleware = self.middleware
         try:
-            spec = middleware.plain_option(broker, message, "dedup_key")
+            spec = middleware.resolve_option(broker, message, "dedup_key")
             key = compute_key(spec, actor.fn, message.args, message.kwargs)
             if key is not None and middleware.backend.dedup_release(
                 key, token="", message_id=message.message_id, forget=True, ttl_ms=0
