@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import weakref
 from typing import Any, ClassVar
 
 from dramatiq.broker import Broker
@@ -15,9 +15,9 @@ from ..deferral import deferral_count
 from ..errors import BackendError, ConfigurationError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
 from ..options import Option, boolean, choice, milliseconds, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
-from .dedup_claims import Claim, set_current
+from .dedup_claims import Claim, new_token, set_current
 from .dedup_enqueue import UniqueEnqueue
-from .dedup_keys import compute_key, fingerprint, key_option
+from .dedup_keys import Arguments, compute_key, fingerprint, key_option
 from .dedup_settle import Settlement, emit_for
 from .lease_renewer import lease_renewer
 
@@ -156,6 +156,8 @@ class Deduplication(ResilienceMiddleware):
         )
         self.check_defaults()
         self.unique = UniqueEnqueue(self)
+        self._time_limit: tuple[Broker, int] | None = None  # the broker's TimeLimit default, looked up once
+        self._actor_options: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self.settle = Settlement(self)
 
     # -- the API ---------------------------------------------------------------
@@ -167,6 +169,21 @@ class Deduplication(ResilienceMiddleware):
     def forget(self, key: str) -> DedupRecord | None:
         """Delete ``key``'s record whatever its state (the next message runs); return what it was."""
         return self.backend.dedup_forget(key)
+
+    def options_for(self, broker: Broker, message: Any) -> dict[str, Any]:
+        """Every ``dedup_*`` option of ``message``, resolved (message > actor > default).
+
+        Cached per actor for messages that override none of them (the usual
+        case); a bad message value rejects the message, as for :meth:`option`.
+        """
+        actor = broker.get_actor(message.actor_name)
+        if any(name in message.options for name in self._specs):
+            return {name: self.option(broker, message, name) for name in self._specs}
+        cached = self._actor_options.get(actor)
+        if cached is None:
+            cached = {name: self.actor_option(broker, actor.actor_name, name) for name in self._specs}
+            self._actor_options[actor] = cached
+        return cached
 
     def validate_actor(self, broker: Broker, actor: Any) -> None:
         # After Retries, a final failure would look like a retryable one: the key
@@ -183,16 +200,19 @@ class Deduplication(ResilienceMiddleware):
                 actor_name=actor.actor_name,
             )
 
-    def lease_for(self, broker: Broker, message: Any) -> int:
+    def lease_for(self, broker: Broker, message: Any, options: dict[str, Any] | None = None) -> int:
         """The lease of ``message`` in milliseconds: ``dedup_lease``, or derived from its time limit."""
-        lease: int | None = self.option(broker, message, "dedup_lease")
+        lease: int | None = (options or self.options_for(broker, message))["dedup_lease"]
         if lease is not None:
             return lease
         actor = broker.get_actor(message.actor_name)
         limit = message.options.get("time_limit") or actor.options.get("time_limit")
         if not limit:
-            limiter = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
-            limit = limiter.time_limit if limiter is not None else DEFAULT_TIME_LIMIT
+            if self._time_limit is None or self._time_limit[0] is not broker:
+                limiter = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
+                default = limiter.time_limit if limiter is not None else DEFAULT_TIME_LIMIT
+                self._time_limit = (broker, int(default))
+            limit = self._time_limit[1]
         return int(min(max(limit, DEFAULT_MIN_LEASE), DEFAULT_MAX_LEASE))
 
     def busy_delay_for(self, message: Any, retry_after_ms: int) -> int:
@@ -213,13 +233,15 @@ class Deduplication(ResilienceMiddleware):
             return
         state = scratch(message, _OWNER)
         state["decided"] = True  # from here on, whatever happens is this hook's doing
-        key = self._key(broker, message, actor)
+        options = state["options"] = self.options_for(broker, message)
+        arguments = Arguments(actor.fn, message.args, message.kwargs)
+        key = self._key(message, options["dedup_key"], arguments)
         if key is None:
             return
-        ttl = self.option(broker, message, "dedup_ttl")
-        lease = self.lease_for(broker, message)
-        payload = self._payload(broker, message)
-        token = uuid.uuid4().hex
+        ttl = options["dedup_ttl"]
+        lease = self.lease_for(broker, message, options)
+        payload = fingerprint(message.actor_name, arguments) if options["dedup_payload_check"] else ""
+        token = new_token()
         try:
             result = self.backend.dedup_claim(
                 key,
@@ -278,7 +300,7 @@ class Deduplication(ResilienceMiddleware):
                 message,
                 delay_ms=self.busy_delay_for(message, result.retry_after_ms),
                 reason=BUSY,
-                max_deferrals=self.option(broker, message, "dedup_max_deferrals"),
+                max_deferrals=options["dedup_max_deferrals"],
             )
         emit_for("dedup_conflict", message, key=key, existing_message_id=result.owner, where="process")
         self.reject(
@@ -306,7 +328,7 @@ class Deduplication(ResilienceMiddleware):
             return
         set_current(None)
         if exception is None:
-            self.settle.complete(broker, message, claim, result)
+            self.settle.complete(message, claim, result, store=state["options"]["dedup_store_result"])
         else:
             self.settle.release(
                 message, claim, forget=message.failed, reason="dead_lettered" if message.failed else "failed"
@@ -337,10 +359,9 @@ class Deduplication(ResilienceMiddleware):
 
     # -- helpers -----------------------------------------------------------------
 
-    def _key(self, broker: Broker, message: Any, actor: Any) -> str | None:
-        spec = self.option(broker, message, "dedup_key")
+    def _key(self, message: Any, spec: Any, arguments: Arguments) -> str | None:
         try:
-            return compute_key(spec, actor.fn, message.args, message.kwargs)
+            return compute_key(spec, arguments)
         except Exception as exc:
             problem = str(exc) if isinstance(exc, ValueError) else f"the key function raised {exc!r}"
             self.reject(
@@ -353,9 +374,3 @@ class Deduplication(ResilienceMiddleware):
                     problem=problem,
                 ),
             )
-
-    def _payload(self, broker: Broker, message: Any) -> str:
-        if not self.option(broker, message, "dedup_payload_check"):
-            return ""
-        actor = broker.get_actor(message.actor_name)
-        return fingerprint(message.actor_name, actor.fn, message.args, message.kwargs)

@@ -13,7 +13,8 @@ doing the work and recording it (see the README's "Deduplication" section).
 from __future__ import annotations
 
 import contextvars
-import threading
+import os
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,22 @@ _current: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
 )
 
 _NO_RESULT: Any = object()
+
+_rng: tuple[int, random.Random] | None = None
+
+
+def new_token() -> str:
+    """A claim token: unique across processes and hosts, cheap (no system call per token).
+
+    The generator is seeded from ``os.urandom`` once per process (again after a
+    fork, so that forked workers never share a sequence), and the process id is
+    part of the token.
+    """
+    global _rng  # noqa: PLW0603 - one generator per process
+    pid = os.getpid()
+    if _rng is None or _rng[0] != pid:
+        _rng = (pid, random.Random(os.urandom(16)))
+    return f"{pid:x}-{_rng[1].getrandbits(96):024x}"
 
 
 def current_claim() -> Claim | None:
@@ -80,7 +97,7 @@ class Claim:
         self.lost = False
         self.committed = False
         #: Set while commit() runs, so that the renewer leaves the record alone.
-        self.committing = threading.Event()
+        self.committing = False
         #: When the lease was last taken or renewed (time.monotonic(), seconds).
         self.renewed_at = time.monotonic()
 
@@ -124,14 +141,14 @@ class Claim:
         if self.committed:
             raise RuntimeError(f"the claim on {self.key!r} was already committed")
         packed = None if result is _NO_RESULT else bytes(msgpack.packb(result, use_bin_type=True))
-        self.committing.set()
+        self.committing = True
         try:
             done = self.backend.dedup_commit(
                 self.key, token=self.token, ttl_ms=self.ttl_ms, writes=writes, result=packed
             )
             self.committed = done
         finally:
-            self.committing.clear()
+            self.committing = False
         if not done:
             self.report_lost("commit")
             raise LeaseLost(

@@ -29,7 +29,7 @@ from dramatiq.errors import ActorNotFound
 
 from ..enqueue import is_producer_send
 from ..errors import BackendError, ConfigurationError, DuplicateMessage, UniqueEnqueueUnavailable
-from .dedup_keys import compute_key, fingerprint, pack_message, unpack_message
+from .dedup_keys import Arguments, compute_key, fingerprint, pack_message, unpack_message
 from .dedup_settle import emit_for
 
 if TYPE_CHECKING:
@@ -70,20 +70,16 @@ class UniqueEnqueue:
             return
         if not is_producer_send(message):
             return
+        arguments = Arguments(actor.fn, message.args, message.kwargs)
         try:
-            key = compute_key(
-                self.middleware.resolve_option(broker, message, "dedup_key"),
-                actor.fn,
-                message.args,
-                message.kwargs,
-            )
+            key = compute_key(self.middleware.resolve_option(broker, message, "dedup_key"), arguments)
         except Exception as exc:
             problem = str(exc) if isinstance(exc, ValueError) else f"the key function raised {exc!r}"
             raise ConfigurationError(problem, actor_name=actor.actor_name, option="dedup_key") from exc
         if key is None:
             return
         check = self.middleware.resolve_option(broker, message, "dedup_payload_check")
-        payload = fingerprint(message.actor_name, actor.fn, message.args, message.kwargs) if check else ""
+        payload = fingerprint(message.actor_name, arguments) if check else ""
         middleware = self.middleware
         try:
             answer = middleware.backend.dedup_reserve(

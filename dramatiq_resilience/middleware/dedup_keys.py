@@ -27,7 +27,15 @@ import msgpack
 from dramatiq import Message
 from dramatiq.common import q_name
 
-__all__ = ["MAX_KEY_LENGTH", "compute_key", "fingerprint", "key_option", "pack_message", "unpack_message"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "Arguments",
+    "compute_key",
+    "fingerprint",
+    "key_option",
+    "pack_message",
+    "unpack_message",
+]
 
 #: The longest deduplication key accepted, in characters.
 MAX_KEY_LENGTH = 1_000
@@ -75,10 +83,35 @@ def _signature(function: Callable[..., Any]) -> inspect.Signature | None:
         return _uncached_signature(function)
 
 
-def _by_name(
+_SIMPLE = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+@functools.lru_cache(maxsize=1_024)
+def _plan(function: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """Parameter names and defaults of a function whose parameters are all plain; else ``None``."""
+    signature = _signature(function)
+    if signature is None or any(p.kind is not _SIMPLE for p in signature.parameters.values()):
+        return None
+    parameters = signature.parameters.values()
+    return tuple(p.name for p in parameters), {
+        p.name: p.default for p in parameters if p.default is not p.empty
+    }
+
+
+def _bind(
     actor_fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     """The actor's arguments by parameter name, defaults applied; ``None`` if they cannot be named."""
+    try:
+        plan = _plan(actor_fn)
+    except TypeError:  # an unhashable callable
+        plan = None
+    if plan is not None:  # the common case, without inspect's bind()
+        names, defaults = plan
+        named = {**defaults, **dict(zip(names, args, strict=False)), **kwargs}
+        if len(args) <= len(names) and len(named) == len(names) and not set(kwargs) & set(names[: len(args)]):
+            return named
+        return None
     signature = _signature(actor_fn)
     if signature is None:
         return None
@@ -87,7 +120,7 @@ def _by_name(
     except TypeError:
         return None
     bound.apply_defaults()
-    named: dict[str, Any] = {}
+    named = {}
     for name, value in bound.arguments.items():
         kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
@@ -100,9 +133,40 @@ def _by_name(
     return named
 
 
-def compute_key(
-    key: Any, actor_fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> str | None:
+class Arguments:
+    """A message's arguments, bound once to the actor's signature (``named``, or ``None``)."""
+
+    __slots__ = ("args", "kwargs", "named")
+
+    def __init__(self, actor_fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.named = _bind(actor_fn, args, kwargs)
+
+
+def _uncached_accepts(key: Callable[..., Any], names: tuple[str, ...]) -> bool:
+    signature = _signature(key)
+    if signature is None:
+        return False
+    try:
+        signature.bind(**dict.fromkeys(names))
+    except TypeError:
+        return False
+    return True
+
+
+_cached_accepts = functools.lru_cache(maxsize=1_024)(_uncached_accepts)
+
+
+def _accepts(key: Callable[..., Any], names: tuple[str, ...]) -> bool:
+    """Whether ``key`` can be called with these keyword arguments."""
+    try:
+        return _cached_accepts(key, names)
+    except TypeError:  # an unhashable callable
+        return _uncached_accepts(key, names)
+
+
+def compute_key(key: Any, arguments: Arguments) -> str | None:
     """The deduplication key of a message, or ``None`` for "don't deduplicate this one".
 
     Raises:
@@ -111,30 +175,25 @@ def compute_key(
     """
     if key is None or isinstance(key, str):
         return key
-    named = _by_name(actor_fn, args, kwargs)
-    key_signature = _signature(key)
-    if named is not None and key_signature is not None:
-        try:
-            key_signature.bind(**named)
-        except TypeError:
-            named = None
-    value = key(**named) if named is not None else key(*args, **kwargs)
+    named = arguments.named
+    if named is not None and _accepts(key, tuple(named)):
+        value = key(**named)
+    else:
+        value = key(*arguments.args, **arguments.kwargs)
     return None if value is None else _check_key(value, "must return")
 
 
-def fingerprint(
-    actor_name: str, actor_fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> str:
+def fingerprint(actor_name: str, arguments: Arguments) -> str:
     """A stable hash of the actor's name and arguments, or ``""`` if they are not JSON.
 
     The arguments are taken by name (bound to the actor's signature, defaults
     applied) where they can be, so ``charge("o-1", 5)`` and
     ``charge(order_id="o-1", amount=5)`` have the same fingerprint.
     """
-    named = _by_name(actor_fn, args, kwargs)
-    arguments: Any = named if named is not None else [list(args), dict(kwargs)]
+    named = arguments.named
+    data: Any = named if named is not None else [list(arguments.args), dict(arguments.kwargs)]
     try:
-        text = json.dumps([actor_name, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps([actor_name, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
         return ""
     return hashlib.sha256(text.encode()).hexdigest()[:32]

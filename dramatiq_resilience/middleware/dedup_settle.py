@@ -17,7 +17,7 @@ from dramatiq.common import q_name
 from .. import events
 from ..errors import BackendError
 from .dedup_claims import Claim
-from .dedup_keys import compute_key
+from .dedup_keys import Arguments, compute_key
 from .lease_renewer import lease_renewer
 
 if TYPE_CHECKING:
@@ -43,14 +43,14 @@ class Settlement:
     def __init__(self, middleware: Deduplication) -> None:
         self.middleware = middleware
 
-    def complete(self, broker: Broker, message: Any, claim: Claim, result: Any) -> None:
+    def complete(self, message: Any, claim: Claim, result: Any, *, store: bool) -> None:
         """The actor succeeded: mark the key completed (unless ``Claim.commit()`` did)."""
         if claim.committed:
             lease_renewer().discard(claim)
             emit_for("dedup_completed", message, key=claim.key, committed=True)
             return
         packed = None
-        if self.middleware.resolve_option(broker, message, "dedup_store_result"):
+        if store:
             try:
                 packed = bytes(msgpack.packb(result, use_bin_type=True))
             except (TypeError, ValueError, OverflowError) as exc:
@@ -101,7 +101,7 @@ class Settlement:
         middleware = self.middleware
         try:
             spec = middleware.resolve_option(broker, message, "dedup_key")
-            key = compute_key(spec, actor.fn, message.args, message.kwargs)
+            key = compute_key(spec, Arguments(actor.fn, message.args, message.kwargs))
             if key is not None and middleware.backend.dedup_release(
                 key, token="", message_id=message.message_id, forget=True, ttl_ms=0
             ):

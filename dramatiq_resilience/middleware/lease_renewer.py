@@ -59,6 +59,8 @@ class LeaseRenewer:
         self._settlements: list[_Settlement] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        #: When the thread will look again by itself (time.monotonic(), seconds).
+        self._wakes_at = 0.0
         self.outage = OutageLog("Deduplication lease renewer", logger)
 
     # -- what worker threads call ----------------------------------------------
@@ -67,7 +69,9 @@ class LeaseRenewer:
         """Keep ``claim`` renewed until :meth:`discard`; starts the thread if needed."""
         with self._lock:
             self._claims.add(claim)
-            self._wake()
+            due = claim.renewed_at + claim.lease_ms / 3_000
+            if self._thread is None or self._stopping or due < self._wakes_at:
+                self._wake()
 
     def discard(self, claim: Claim) -> None:
         """Stop renewing ``claim``."""
@@ -133,7 +137,9 @@ class LeaseRenewer:
                     return
                 wait = self._next_wait()
                 if wait > 0:
+                    self._wakes_at = time.monotonic() + wait
                     self._lock.wait(wait)
+                    self._wakes_at = 0.0
                     continue
             failed = not self._settle()
             failed = not self._renew_due() or failed
@@ -154,7 +160,7 @@ class LeaseRenewer:
     def _due_in(claim: Claim, now: float) -> float:
         """Seconds until ``claim`` is due; a claim being committed is looked at again shortly."""
         due = claim.renewed_at + claim.lease_ms / 3_000 - now
-        return max(due, RETRY_INTERVAL / 4) if claim.committing.is_set() else due
+        return max(due, RETRY_INTERVAL / 4) if claim.committing else due
 
     def _renew_due(self) -> bool:
         """Renew the claims that are due; False if the backend failed."""
@@ -163,7 +169,7 @@ class LeaseRenewer:
             due = [
                 c
                 for c in self._claims
-                if now >= c.renewed_at + c.lease_ms / 3_000 and not c.committing.is_set() and not c.committed
+                if now >= c.renewed_at + c.lease_ms / 3_000 and not c.committing and not c.committed
             ]
         by_backend: dict[int, list[Claim]] = {}
         for claim in due:
@@ -186,7 +192,7 @@ class LeaseRenewer:
 
     def _lost(self, claim: Claim) -> None:
         with self._lock:
-            if claim not in self._claims or claim.committing.is_set() or claim.committed:
+            if claim not in self._claims or claim.committing or claim.committed:
                 return  # settled or committed meanwhile, not lost
             self._claims.discard(claim)
         logger.error(

@@ -24,42 +24,51 @@ local now = now_ms()
 local message_id, actor, token = ARGV[2], ARGV[3], ARGV[4]
 local lease_ms, ttl_ms, payload = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 
-local state, owner, stored_payload, lease_until, claims, expires_at = unpack(
-    redis.call("HMGET", record, "state", "owner", "payload", "lease_until", "claims", "expires_at"))
+local state, owner, stored_payload, lease_until, claims, expires_at, confirmed, takeovers = unpack(
+    redis.call("HMGET", record, "state", "owner", "payload", "lease_until", "claims", "expires_at",
+        "confirmed", "takeovers"))
+claims = tonumber(claims) or 0
 if state and not (tonumber(expires_at) and tonumber(expires_at) > now) then
     redis.call("DEL", record)  -- logically expired: as good as absent
-    state = false
-end
-
-local takeover, previous = 0, ""
-if state then
-    if payload ~= "" and stored_payload and stored_payload ~= "" and stored_payload ~= payload then
-        return {"conflict", owner, "", 0, 0, state, tonumber(claims) or 0}
-    end
-    if state == "completed" then
-        return {"completed", owner, "", 0, 0, state, tonumber(claims) or 0}
-    end
-    if state == "in_progress" then
-        local left = (tonumber(lease_until) or 0) - now
-        if left > 0 then
-            return {"busy", owner, "", 0, left, state, tonumber(claims) or 0}
-        end
-        takeover, previous = 1, owner
-        redis.call("HINCRBY", record, "takeovers", 1)
-    end
-    if (not stored_payload or stored_payload == "") and payload ~= "" then
-        redis.call("HSET", record, "payload", payload)
-    end
-else
-    state = ""
-    redis.call("HSET", record, "actor", actor, "payload", payload, "created_at", now)
+    state, stored_payload, confirmed, claims, takeovers = false, false, false, 0, false
 end
 
 local until_ms = now + lease_ms
 local expires = until_ms + ttl_ms
-redis.call("HSET", record, "state", "in_progress", "owner", message_id, "token", token,
-    "lease_until", until_ms, "claimed_at", now, "expires_at", expires)
-redis.call("HDEL", record, "confirmed")
-local count = redis.call("HINCRBY", record, "claims", 1)
+-- One HSET for everything a claim writes; the fields it adds to a new record come first.
+local fields = {"state", "in_progress", "owner", message_id, "token", token, "lease_until", until_ms,
+    "claimed_at", now, "expires_at", expires, "claims", claims + 1}
+local takeover, previous = 0, ""
+if state then
+    if payload ~= "" and stored_payload and stored_payload ~= "" and stored_payload ~= payload then
+        return {"conflict", owner, "", 0, 0, state, claims}
+    end
+    if state == "completed" then
+        return {"completed", owner, "", 0, 0, state, claims}
+    end
+    if state == "in_progress" then
+        local left = (tonumber(lease_until) or 0) - now
+        if left > 0 then
+            return {"busy", owner, "", 0, left, state, claims}
+        end
+        takeover, previous = 1, owner
+        table.insert(fields, "takeovers")
+        table.insert(fields, (tonumber(takeovers) or 0) + 1)
+    end
+    if (not stored_payload or stored_payload == "") and payload ~= "" then
+        table.insert(fields, "payload")
+        table.insert(fields, payload)
+    end
+    if confirmed then
+        redis.call("HDEL", record, "confirmed")
+    end
+else
+    state = ""
+    for _, value in ipairs({"actor", actor, "payload", payload, "created_at", now}) do
+        table.insert(fields, value)
+    end
+end
+
+redis.call("HSET", record, unpack(fields))
 redis.call("PEXPIRE", record, expires - now)
-return {"claimed", previous, token, takeover, 0, state, count}
+return {"claimed", previous, token, takeover, 0, state, claims + 1}
