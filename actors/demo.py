@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dramatiq_resilience as dr
+
 from . import gateway, maintenance, payments, webhooks
 from .config import ledger
 
@@ -100,4 +102,40 @@ def maintenance_scene(ctx: Any) -> list[str]:
     return [f"purge_expired_sessions ran {ledger.get('maintenance', 'purge_expired_sessions')} time(s)"]
 
 
-SCENES = [payments_scene, dead_letters_scene, webhooks_scene, maintenance_scene]
+def duplicates_scene(ctx: Any) -> list[str]:
+    """Duplicate webhooks and a double-clicked payment"""
+    events = [(("acme", "globex")[n % 2], f"evt-dup-{n:02d}") for n in range(10)]
+    for tenant, event_id in events:  # the provider delivers every event twice, back to back
+        for _ in range(2):
+            webhooks.deliver_webhook.send(tenant, event_id, {"type": "invoice.paid"})
+    ctx.join("webhooks")
+    for tenant, event_id in events[:4]:  # and four of them once more, much later
+        webhooks.deliver_webhook.send(tenant, event_id, {"type": "invoice.paid"})
+    received = 2 * len(events) + 4
+    ctx.say(f"received {received} webhook deliveries of {len(events)} events")
+
+    first = dr.send_unique(payments.charge, "order-101", "acme", 4_999)
+    second = dr.send_unique(payments.charge, "order-101", "acme", 4_999)  # the double click
+    try:
+        payments.charge.send("order-101", "acme", 4_999)
+        refused = "was sent"
+    except dr.DuplicateMessage:
+        refused = "was refused (DuplicateMessage)"
+    ctx.join("webhooks", "payments")
+
+    deliveries = ledger.table("webhook_deliveries")
+    delivered = [deliveries.get(event_id, 0) for _, event_id in events]
+    skipped = received - sum(delivered) - dead_lettered(ctx, "webhooks")
+    charged = ledger.get("charges", "order-101")
+    same = "the same message" if second.message_id == first.message_id else "another message"
+    return [
+        f"webhooks: {received} deliveries of {len(events)} events received, "
+        f"{sum(1 for n in delivered if n)} delivered, {skipped} duplicates skipped",
+        f"webhooks: {sum(1 for n in delivered if n == 1)} events delivered exactly once, "
+        f"{sum(1 for n in delivered if n > 1)} twice",
+        f"payments: order-101 clicked twice: the second click got {same}",
+        f"payments: a plain resend of order-101 {refused}; order-101 charged {charged} time(s)",
+    ]
+
+
+SCENES = [payments_scene, dead_letters_scene, webhooks_scene, maintenance_scene, duplicates_scene]

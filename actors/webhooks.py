@@ -14,7 +14,13 @@ TENANT_WEBHOOKS = dr.Limit(5, per=1_000, key=lambda tenant, event_id, payload: t
 
 
 @dramatiq.actor(
-    queue_name="webhooks", max_retries=3, min_backoff=100, max_backoff=1_000, rate_limits=TENANT_WEBHOOKS
+    queue_name="webhooks",
+    max_retries=3,
+    min_backoff=100,
+    max_backoff=1_000,
+    rate_limits=TENANT_WEBHOOKS,
+    # Providers deliver the same event more than once: deliver each event once.
+    dedup_key=lambda tenant, event_id, **_: f"webhook:{tenant}:{event_id}",
 )
 def deliver_webhook(tenant: str, event_id: str, payload: dict) -> None:
     """POST ``payload`` to ``tenant``'s endpoint (here: count the delivery)."""

@@ -31,6 +31,8 @@ class Run:
     redis_commands: int | None = None
     round_trips: int | None = None
     by_command: dict[str, int] | None = None
+    #: EVALSHA round trips by script SHA-1 (MONITOR runs only).
+    by_script: dict[str, int] | None = None
 
     @property
     def msgs_per_s(self) -> float:
@@ -90,6 +92,8 @@ class RoundTripMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.by_command: Counter[str] = Counter()
+        self._scripts_by_port: Counter[tuple[str, str]] = Counter()
+        self.by_script: Counter[str] = Counter()
 
     def _run(self) -> None:
         with self._connection.monitor() as monitor:
@@ -101,6 +105,9 @@ class RoundTripMonitor:
                     continue
                 command = str(entry["command"]).split(" ", 1)[0].upper()
                 self._by_port[(str(entry.get("client_port")), command)] += 1
+                if command == "EVALSHA":
+                    sha = str(entry["command"]).split(" ", 2)[1].lower()
+                    self._scripts_by_port[(str(entry.get("client_port")), sha)] += 1
 
     def __enter__(self) -> RoundTripMonitor:
         self._thread.start()
@@ -124,6 +131,9 @@ class RoundTripMonitor:
         for (port, command), calls in self._by_port.items():
             if port not in own_ports:
                 self.by_command[command] += calls
+        for (port, sha), calls in self._scripts_by_port.items():
+            if port not in own_ports:
+                self.by_script[sha] += calls
 
     @property
     def total(self) -> int:
@@ -229,6 +239,7 @@ def measure_cli(
         redis_commands=commands,
         round_trips=None if watcher is None else watcher.total,
         by_command=None if watcher is None else dict(watcher.by_command),
+        by_script=None if watcher is None else dict(watcher.by_script),
     )
 
 

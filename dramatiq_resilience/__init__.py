@@ -7,6 +7,7 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.dedup import DedupRecord
 from .backends.window import WindowUsage
 from .clock import Clock, FakeClock, SystemClock
 from .dead_letters import (
@@ -29,18 +30,24 @@ from .errors import (
     DeferralFailed,
     Deferred,
     DuplicateMessage,
+    DuplicateSkipped,
     IdempotencyConflict,
     InvalidMessage,
+    LeaseLost,
     QueueOverloaded,
     Rejected,
     ResilienceError,
     TooManyDeferrals,
+    UniqueEnqueueUnavailable,
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .limits import Concurrency, Limit
 from .middleware.base import ResilienceMiddleware
 from .middleware.dead_letters import DeadLetters
+from .middleware.dedup import Deduplication
+from .middleware.dedup_claims import Claim, current_claim
+from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
 
@@ -51,6 +58,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CircuitOpen",
+    "Claim",
     "Clock",
     "Concurrency",
     "ConfigurationError",
@@ -61,13 +69,17 @@ __all__ = [
     "DeadLetterStats",
     "DeadLetterStore",
     "DeadLetters",
+    "DedupRecord",
+    "Deduplication",
     "DeferralFailed",
     "Deferred",
     "DuplicateMessage",
+    "DuplicateSkipped",
     "Event",
     "FakeClock",
     "IdempotencyConflict",
     "InvalidMessage",
+    "LeaseLost",
     "Limit",
     "QueueOverloaded",
     "RedisBackend",
@@ -82,9 +94,11 @@ __all__ = [
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
+    "UniqueEnqueueUnavailable",
     "UnreadableRecord",
     "WindowUsage",
     "__version__",
+    "current_claim",
     "defer",
     "emit",
     "enqueue_origin",
@@ -92,6 +106,8 @@ __all__ = [
     "installed",
     "internal_enqueue",
     "is_producer_send",
+    "send_unique",
+    "send_unique_with_options",
     "subscribe",
     "unsubscribe",
 ]

@@ -27,12 +27,15 @@ __all__ = [
     "DeferralFailed",
     "Deferred",
     "DuplicateMessage",
+    "DuplicateSkipped",
     "IdempotencyConflict",
     "InvalidMessage",
+    "LeaseLost",
     "QueueOverloaded",
     "Rejected",
     "ResilienceError",
     "TooManyDeferrals",
+    "UniqueEnqueueUnavailable",
 ]
 
 
@@ -225,13 +228,78 @@ class DuplicateMessage(ResilienceError, MiddlewareError):
       actor_name: the actor the message was sent to.
       key: the deduplication key.
       existing_message_id: the id of the message that holds the key.
+      existing_message: that message (a ``dramatiq.Message``) when it is
+        known, else ``None``.
+      state: the key's state: ``"pending"``, ``"in_progress"`` or ``"completed"``.
+      conflict: whether the holder was sent with different arguments.
     """
 
-    def __init__(self, message: str, *, actor_name: str, key: str, existing_message_id: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        actor_name: str,
+        key: str,
+        existing_message_id: str,
+        existing_message: Any = None,
+        state: str | None = None,
+        conflict: bool = False,
+    ) -> None:
         super().__init__(message)
         self.actor_name = actor_name
         self.key = key
         self.existing_message_id = existing_message_id
+        self.existing_message = existing_message
+        self.state = state
+        self.conflict = conflict
+
+
+class DuplicateSkipped(ResilienceError, SkipMessage):
+    """A message whose deduplication key already completed was skipped (acked, not run).
+
+    Attributes:
+      key: the deduplication key.
+      existing_message_id: the message that completed it.
+    """
+
+    def __init__(self, message: str, *, key: str, existing_message_id: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.existing_message_id = existing_message_id
+
+
+class LeaseLost(ResilienceError):
+    """A deduplication claim was lost: its lease ran out and another message took the key.
+
+    Raised inside an actor by ``Claim.commit()``, whose writes are then not
+    applied.  The actor fails into the normal retry path; the retry finds the
+    key completed (and is skipped) or still running (and is deferred).
+
+    Attributes:
+      key: the deduplication key.
+      message_id: the message that lost it.
+    """
+
+    def __init__(self, message: str, *, key: str, message_id: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message_id = message_id
+
+
+class UniqueEnqueueUnavailable(BackendUnavailable, MiddlewareError):
+    """A unique enqueue was refused because the state backend could not be reached.
+
+    Raised from ``send`` when ``Deduplication(on_enqueue_backend_error="refuse")``.
+
+    Attributes:
+      actor_name: the actor the message was sent to.
+      key: the deduplication key.
+    """
+
+    def __init__(self, message: str, *, actor_name: str, key: str) -> None:
+        super().__init__(message)
+        self.actor_name = actor_name
+        self.key = key
 
 
 class QueueOverloaded(ResilienceError, MiddlewareError):

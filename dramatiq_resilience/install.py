@@ -31,6 +31,7 @@ from dramatiq.middleware import Middleware, Retries
 from .backends.base import StateBackend
 from .errors import ConfigurationError
 from .middleware.dead_letters import DeadLetters
+from .middleware.dedup import Deduplication
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
 
@@ -61,6 +62,7 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    Piece("dedup", Deduplication, lambda backend, **kwargs: Deduplication(backend=backend, **kwargs)),
     Piece(
         "limiter",
         SlidingWindowLimiter,

@@ -46,6 +46,11 @@ Webhooks for three tenants
   15 over the limit were deferred, not failed: 0 dead-lettered, 0 delivered twice
 Maintenance jobs
   purge_expired_sessions ran 1 time(s)
+Duplicate webhooks and a double-clicked payment
+  webhooks: 24 deliveries of 10 events received, 10 delivered, 14 duplicates skipped
+  webhooks: 10 events delivered exactly once, 0 twice
+  payments: order-101 clicked twice: the second click got the same message
+  payments: a plain resend of order-101 was refused (DuplicateMessage); order-101 charged 1 time(s)
 """
 
 

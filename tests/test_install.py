@@ -28,6 +28,7 @@ def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.
     assert names(stub_broker) == [
         "RetryGuard",
         *before[:retries],
+        "Deduplication",
         "SlidingWindowLimiter",
         "DeadLetters",
         *before[retries:],
@@ -48,7 +49,9 @@ def test_install_is_idempotent(stub_broker: StubBroker, stub_backend: dr.StubBac
 def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
     """guard=False leaves the guard out."""
     before = names(stub_broker)
-    stack = dr.install(stub_broker, backend=stub_backend, guard=False, limiter=False, dead_letters=False)
+    stack = dr.install(
+        stub_broker, backend=stub_backend, guard=False, dedup=False, limiter=False, dead_letters=False
+    )
     assert names(stub_broker) == before
     with pytest.raises(AttributeError, match="the 'guard' piece is not installed"):
         stack.guard  # noqa: B018

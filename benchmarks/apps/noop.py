@@ -27,6 +27,16 @@ if STACK != "bare":
         dr.install(broker, backend=backend, dead_letters=False)
     elif STACK == "dead_letters":
         dr.install(broker, backend=backend)
+    elif STACK == "dedup":
+        # The happy path: every delivery claims a fresh key, then completes it.
+        import uuid
+
+        dr.install(broker, backend=backend)
+        ACTOR_OPTIONS["dedup_key"] = lambda n: f"noop:{uuid.uuid4().hex}"
+    elif STACK == "dedup_skip":
+        # Skipped duplicates: every message carries one key, completed by the first.
+        dr.install(broker, backend=backend)
+        ACTOR_OPTIONS.update(dedup_key="noop-duplicate", dedup_payload_check=False)
     elif STACK == "limiter":
         dr.install(broker, backend=backend)
         # Never binding (a billion per second), one budget per n % 16: the row measures the cost.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 
 from .dead_letters import DeadLetterOps
+from .dedup import DedupOps
 from .keys import Keyed
 from .window import WindowOps
 
@@ -37,7 +38,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, WindowOps, DeadLetterOps, abc.ABC):
+class StateBackend(Keyed, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

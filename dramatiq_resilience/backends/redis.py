@@ -5,12 +5,13 @@ from __future__ import annotations
 from .base import StateBackend
 from .redis_base import RedisBase
 from .redis_dead_letters import RedisDeadLetterOps
+from .redis_dedup import RedisDedupOps
 from .redis_window import RedisWindowOps
 
 __all__ = ["RedisBackend"]
 
 
-class RedisBackend(RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend):
+class RedisBackend(RedisDedupOps, RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend):
     """State backend on Redis (5 or later; Redis Cluster works: keys are hash-tagged).
 
     Parameters:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from .base import StateBackend
 from .stub_base import StubBase
 from .stub_dead_letters import StubDeadLetterOps
+from .stub_dedup import StubDedupOps
 from .stub_window import StubWindowOps
 
 __all__ = ["StubBackend"]
 
 
-class StubBackend(StubWindowOps, StubDeadLetterOps, StubBase, StateBackend):
+class StubBackend(StubDedupOps, StubWindowOps, StubDeadLetterOps, StubBase, StateBackend):
     """State backend in process memory: one lock, an injectable clock.
 
     It implements every operation with the same results as

@@ -61,7 +61,7 @@ class StubWindowOps(StubBase, WindowOps):
         return state
 
     @staticmethod
-    def _live(table: dict[tuple[str, str], Any], pair: tuple[str, str], now: int) -> Any:
+    def _window_live(table: dict[tuple[str, str], Any], pair: tuple[str, str], now: int) -> Any:
         item = table.get(pair)
         if item is not None and item.expires_at <= now:
             del table[pair]
@@ -74,7 +74,7 @@ class StubWindowOps(StubBase, WindowOps):
         rates = self._window_state()["rates"]
         pair = (spec.limit, spec.key)
         width = bucket_width(spec.per_ms)
-        window = self._live(rates, pair, now)
+        window = self._window_live(rates, pair, now)
         if window is None or window.width != width or window.per != spec.per_ms:
             window = _Window(width=width, per=spec.per_ms, count=spec.count)
         elif window.count != spec.count:
@@ -117,7 +117,7 @@ class StubWindowOps(StubBase, WindowOps):
     # -- concurrency pools --------------------------------------------------------
 
     def _load_pool(self, spec: LeaseSpec, now: int) -> _Pool:
-        pool = self._live(self._window_state()["pools"], (spec.limit, spec.key), now) or _Pool()
+        pool = self._window_live(self._window_state()["pools"], (spec.limit, spec.key), now) or _Pool()
         for token in [t for t, expiry in pool.leases.items() if expiry <= now]:
             del pool.leases[token]
         return pool
@@ -133,7 +133,7 @@ class StubWindowOps(StubBase, WindowOps):
         """The pool's meta; a missing one is stored (expiring in 2 leases) only with ``create``."""
         meta = self._window_state()["meta"]
         pair = (spec.limit, spec.key)
-        item = self._live(meta, pair, now)
+        item = self._window_live(meta, pair, now)
         if item is None:
             item = _Meta(expires_at=now + 2 * spec.lease_ms)
             if create:
@@ -217,7 +217,7 @@ class StubWindowOps(StubBase, WindowOps):
         with self.atomic() as now:
             released = 0
             for spec in leases:
-                pool = self._live(self._window_state()["pools"], (spec.limit, spec.key), now)
+                pool = self._window_live(self._window_state()["pools"], (spec.limit, spec.key), now)
                 if pool is None or pool.leases.pop(token, None) is None:
                     continue
                 released += 1
@@ -233,13 +233,15 @@ class StubWindowOps(StubBase, WindowOps):
             renewed = []
             for lease in held:
                 pools = self._window_state()["pools"]
-                pool = self._live(pools, (lease.spec.limit, lease.spec.key), now)
+                pool = self._window_live(pools, (lease.spec.limit, lease.spec.key), now)
                 if pool is None or lease.token not in pool.leases:
                     renewed.append(False)
                     continue
                 pool.leases[lease.token] = now + lease.spec.lease_ms
                 pool.expires_at = now + lease.spec.lease_ms
-                meta = self._live(self._window_state()["meta"], (lease.spec.limit, lease.spec.key), now)
+                meta = self._window_live(
+                    self._window_state()["meta"], (lease.spec.limit, lease.spec.key), now
+                )
                 if meta is not None and meta.expires_at - now < lease.spec.lease_ms:
                     meta.expires_at = now + 2 * lease.spec.lease_ms
                 renewed.append(True)
@@ -252,15 +254,15 @@ class StubWindowOps(StubBase, WindowOps):
             for (name, value), window in list(state["rates"].items()):
                 if (limit is not None and name != limit) or (key is not None and value != key):
                     continue
-                if self._live(state["rates"], (name, value), now) is None:
+                if self._window_live(state["rates"], (name, value), now) is None:
                     continue
                 usages.append(self._rate_usage(name, value, window, now))
             for (name, value), pool in list(state["pools"].items()):
                 if (limit is not None and name != limit) or (key is not None and value != key):
                     continue
-                if self._live(state["pools"], (name, value), now) is None:
+                if self._window_live(state["pools"], (name, value), now) is None:
                     continue
-                meta = self._live(state["meta"], (name, value), now) or _Meta()
+                meta = self._window_live(state["meta"], (name, value), now) or _Meta()
                 usages.append(self._pool_usage(name, value, pool, meta, now))
             usages = [u for u in usages if u.used > 0 or u.waiting_until_ms is not None]
             return sorted(usages, key=lambda u: (u.limit, u.kind, u.key))

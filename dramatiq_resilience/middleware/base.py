@@ -117,16 +117,8 @@ class ResilienceMiddleware(Middleware):
         A bad per-message value rejects the message (dead-letters it with
         :class:`InvalidMessage`): it would fail the same way on every retry.
         """
-        spec = self._specs[name]
-        actor = broker.get_actor(message.actor_name)
         try:
-            return lookup(
-                spec,
-                message_options=message.options,
-                actor_options=actor.options,
-                default=getattr(self, spec.attr),
-                actor_name=actor.actor_name,
-            )
+            return self.resolve_option(broker, message, name)
         except ConfigurationError as exc:
             self.reject(
                 message,
@@ -138,6 +130,22 @@ class ResilienceMiddleware(Middleware):
                     problem=exc.problem,
                 ),
             )
+
+    def resolve_option(self, broker: Broker, message: Any, name: str) -> Any:
+        """Resolve option ``name`` like :meth:`option`, raising ``ConfigurationError`` instead of rejecting.
+
+        For hooks where a message cannot be rejected: ``before_enqueue`` (the
+        error reaches the producer), after-hooks.
+        """
+        spec = self._specs[name]
+        actor = broker.get_actor(message.actor_name)
+        return lookup(
+            spec,
+            message_options=message.options,
+            actor_options=actor.options,
+            default=getattr(self, spec.attr),
+            actor_name=actor.actor_name,
+        )
 
     def actor_option(self, broker: Broker, actor_name: str, name: str) -> Any:
         """Resolve option ``name`` for an actor (actor > default), without a message."""

@@ -16,7 +16,7 @@ from ..errors import BackendError, InvalidMessage
 from ..limits import Concurrency, Limit
 from ..options import Option, non_negative_int, optional, validate_actor_options
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
-from .lease_renewer import LeaseRenewer
+from .limiter_leases import LeaseRenewer
 from .limiter_plan import KeyFunctionFailed, Plan, Registry, concurrency_list, limit_list, plan_for
 
 __all__ = ["MAX_JITTER", "SlidingWindowLimiter"]

@@ -1,4 +1,4 @@
-"""Keeps the concurrency leases of running messages alive."""
+"""Keeps the concurrency leases of running messages alive (the limiter's renewer)."""
 
 from __future__ import annotations
 
