@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .base import StateBackend
 from .stub_base import StubBase
+from .stub_cron import StubCronOps
 
 __all__ = ["StubBackend"]
 
 
-class StubBackend(StubBase, StateBackend):
+class StubBackend(StubCronOps, StubBase, StateBackend):
     """State backend in process memory: one lock, an injectable clock.
 
     It implements every operation with the same results as
