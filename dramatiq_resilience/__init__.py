@@ -25,11 +25,23 @@ from .errors import (
     Rejected,
     ResilienceError,
     TooManyDeferrals,
+    UnknownJob,
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .middleware.base import ResilienceMiddleware
 from .middleware.guard import RetryGuard
+from .scheduling import (
+    CronJob,
+    CronJobs,
+    Scan,
+    ScanContext,
+    Scheduler,
+    Scheduling,
+    cron,
+    register_scan,
+    schedule,
+)
 
 __version__ = "0.1.0"
 
@@ -39,6 +51,8 @@ __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "Clock",
+    "CronJob",
+    "CronJobs",
     "ConfigurationError",
     "CorruptRecord",
     "DeferralFailed",
@@ -54,12 +68,18 @@ __all__ = [
     "ResilienceError",
     "ResilienceMiddleware",
     "RetryGuard",
+    "Scan",
+    "ScanContext",
+    "Scheduler",
+    "Scheduling",
     "Stack",
     "StateBackend",
     "StubBackend",
     "SystemClock",
     "TooManyDeferrals",
+    "UnknownJob",
     "__version__",
+    "cron",
     "defer",
     "emit",
     "enqueue_origin",
@@ -67,6 +87,8 @@ __all__ = [
     "installed",
     "internal_enqueue",
     "is_producer_send",
+    "register_scan",
+    "schedule",
     "subscribe",
     "unsubscribe",
 ]

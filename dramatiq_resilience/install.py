@@ -8,6 +8,8 @@ Retries``):
 ==================  ==========================================================
 ``RetryGuard``      first: its before-hook must see every message, and its
                     after-hook must run after ``Retries``
+``Scheduling``      second, for the same reasons: it tracks every delivery and
+                    must see whether ``Retries`` re-enqueued a failed cron run
 pieces that check   before ``Retries``, in the order the registry lists them
 before processing   (breaker, then deduplication, then limits), after
                     ``AgeLimit`` so that expired messages take nothing
@@ -31,6 +33,7 @@ from dramatiq.middleware import Middleware, Retries
 from .backends.base import StateBackend
 from .errors import ConfigurationError
 from .middleware.guard import RetryGuard
+from .scheduling.middleware import Scheduling
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
 
@@ -59,6 +62,8 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    # Right after the guard: sees every delivery, and its after-hooks run after Retries.
+    Piece("scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True),
 ]
 
 

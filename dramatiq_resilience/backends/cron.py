@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: What :meth:`CronOps.cron_claim` can answer.
-CLAIM_STATUSES = ("claimed", "taken", "disabled", "overlap", "no_history", "none")
+CLAIM_STATUSES = ("claimed", "taken", "disabled", "overlap", "missed", "none")
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,13 @@ class CronOps(abc.ABC):
     """Atomic operations of the scheduler.  See the module docstring for the model."""
 
     @abc.abstractmethod
-    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> None:
+    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> int | None:
         """Record (or refresh) job ``name``'s definition and next run; a new job starts enabled.
 
         ``spec`` holds plain strings (``actor_name``, ``queue_name``, ``schedule``,
         ``timezone``, ``overlap``).  State (enabled, last run...) is kept.
+        Returns ``last_fired`` (``None`` if the job never fired), where a
+        starting scheduler resumes.
         """
 
     @abc.abstractmethod
@@ -143,7 +145,7 @@ class CronOps(abc.ABC):
         lease_ms: int,
         send_lease_ms: int,
         grace_ms: int,
-        require_history: bool = False,
+        missed: bool = False,
     ) -> CronClaim:
         """Decide occurrence ``occurrence_ms`` of job ``name``, once across every scheduler.
 
@@ -152,10 +154,10 @@ class CronOps(abc.ABC):
         answer is ``"disabled"`` if the job is disabled, ``"overlap"`` if
         ``skip_if_pending`` and the previous run's lease has not expired, or
         ``"claimed"``: the run is then pending for ``lease_ms`` and an
-        unconfirmed send is recorded for ``send_lease_ms``.  With
-        ``require_history``, a job that never fired answers ``"no_history"``
-        and nothing changes.  With ``occurrence_ms=None`` only recovery runs
-        (answer ``"none"``).
+        unconfirmed send is recorded for ``send_lease_ms``.  With ``missed``
+        (the occurrence is too late to send), ``last_fired`` moves and the
+        answer is ``"missed"``, so that one scheduler reports it.  With
+        ``occurrence_ms=None`` only recovery runs (answer ``"none"``).
 
         Recovery, in every call: unconfirmed sends whose lease expired are
         leased to the caller for ``send_lease_ms`` (``recovered``), or dropped

@@ -29,7 +29,7 @@ class RedisCronOps(RedisBase, CronOps):
     def _job_keys(self, name: str) -> list[str]:
         return [self.key("cron", name, "job"), self.key("cron", name, "sending")]
 
-    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> None:
+    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> int | None:
         fields = [item for pair in spec.items() for item in (pair[0], str(pair[1]))]
         with self.errors():
             pipe = self.client.pipeline(transaction=False)
@@ -40,7 +40,8 @@ class RedisCronOps(RedisBase, CronOps):
                 client=pipe,
             )
             pipe.sadd(self.key("cron", "index", "jobs"), name)
-            pipe.execute()
+            last_fired, _ = pipe.execute()
+        return None if last_fired is None else int(last_fired)
 
     def cron_claim(
         self,
@@ -53,7 +54,7 @@ class RedisCronOps(RedisBase, CronOps):
         lease_ms: int,
         send_lease_ms: int,
         grace_ms: int,
-        require_history: bool = False,
+        missed: bool = False,
     ) -> CronClaim:
         status, previous, pending, recovered, expired = self.run_script(
             "cron_claim",
@@ -66,7 +67,7 @@ class RedisCronOps(RedisBase, CronOps):
                 lease_ms,
                 send_lease_ms,
                 grace_ms,
-                "1" if require_history else "0",
+                "1" if missed else "0",
             ],
         )
         return CronClaim(

@@ -19,7 +19,7 @@ class StubCronOps(StubBase, CronOps):
             "cron", {"jobs": {}, "sending": {}, "index": set(), "requests": set(), "inflight": {}}
         )
 
-    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> None:
+    def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> int | None:
         with self.atomic() as now:
             state = self._cron()
             record = state["jobs"].setdefault(name, {})
@@ -29,6 +29,7 @@ class StubCronOps(StubBase, CronOps):
             if next_run_ms is not None:
                 record["next_run"] = str(next_run_ms)
             state["index"].add(name)
+            return int(record["last_fired"]) if "last_fired" in record else None
 
     def cron_claim(
         self,
@@ -41,7 +42,7 @@ class StubCronOps(StubBase, CronOps):
         lease_ms: int,
         send_lease_ms: int,
         grace_ms: int,
-        require_history: bool = False,
+        missed: bool = False,
     ) -> CronClaim:
         with self.atomic() as now:
             state = self._cron()
@@ -62,8 +63,6 @@ class StubCronOps(StubBase, CronOps):
             done = {"recovered": tuple(recovered), "expired": tuple(expired), "previous_ms": last}
             if occurrence_ms is None:
                 return CronClaim("none", **done)
-            if require_history and last is None:
-                return CronClaim("no_history", **done)
             if last is not None and occurrence_ms <= last:
                 return CronClaim("taken", **done)
             if record is None:
@@ -71,6 +70,8 @@ class StubCronOps(StubBase, CronOps):
             record["last_fired"] = str(occurrence_ms)
             if next_run_ms is not None:
                 record["next_run"] = str(next_run_ms)
+            if missed:
+                return CronClaim("missed", **done)
             if record.get("enabled") == "0":
                 return CronClaim("disabled", **done)
             pending = record.get("pending_id")

@@ -163,12 +163,15 @@ def test_an_unconfirmed_send_older_than_the_grace_is_dropped(backend: StateBacke
     assert claim(backend, None, grace_ms=30_000) == CronClaim("none", previous_ms=T0)
 
 
-def test_catch_up_claims_need_history(backend: StateBackend) -> None:
-    """A catch-up claim (at scheduler start) does nothing for a job that never fired."""
-    backend.cron_register("report", SPEC, next_run_ms=None)
-    assert claim(backend, T0, require_history=True) == CronClaim("no_history")
-    assert claim(backend, T0).status == "claimed"
-    assert claim(backend, T0 + 1, require_history=True).status == "claimed"
+def test_a_missed_occurrence_is_reported_once(backend: StateBackend) -> None:
+    """Marking an occurrence missed moves the high-water mark for one caller, sends nothing."""
+    assert backend.cron_register("report", SPEC, next_run_ms=None) is None
+    assert claim(backend, T0, missed=True) == CronClaim("missed")
+    assert claim(backend, T0, missed=True) == CronClaim("taken", previous_ms=T0)
+    state = backend.cron_job("report")
+    assert state is not None
+    assert (state.last_fired_ms, state.pending_message_id) == (T0, None)
+    assert backend.cron_register("report", SPEC, next_run_ms=None) == T0
 
 
 def test_run_now_requests_are_taken_once_by_schedulers_that_know_the_job(backend: StateBackend) -> None:

@@ -10,16 +10,16 @@
 -- ARGV[6]: the pending run's lease in milliseconds.
 -- ARGV[7]: the unconfirmed send's lease in milliseconds.
 -- ARGV[8]: the misfire grace in milliseconds (older unconfirmed sends are dropped).
--- ARGV[9]: "1" to claim only if the job fired before (a scheduler catching up at start).
+-- ARGV[9]: "1" to record the occurrence as missed (too late to send) instead of claiming it.
 -- Returns: {status, previous last_fired or "", pending message id or "",
 --           {occurrence, message_id, ...} recovered, {occurrence, message_id, ...} expired}
---   status: "claimed", "taken", "disabled", "overlap", "no_history" or "none".
+--   status: "claimed", "taken", "disabled", "overlap", "missed" or "none".
 --
 -- Race closed: N schedulers evaluate the same occurrence at about the same
 -- time.  last_fired is a high-water mark moved only here, so exactly one of
 -- them gets past the comparison; the others answer "taken".  The decision to
--- skip (disabled, overlap) is taken by that one caller too, so the skip is
--- reported once.  A claimer that dies before confirming its send leaves its
+-- skip (disabled, overlap) or to report a miss is taken by that one caller
+-- too, so it is reported once.  A claimer that dies before confirming its send leaves its
 -- entry in KEYS[2]; once the send lease expires the next caller takes it over.
 local now = now_ms()
 local job, sending = KEYS[1], KEYS[2]
@@ -53,9 +53,6 @@ end
 if not occurrence then
     return answer("none")
 end
-if ARGV[9] == "1" and not last then
-    return answer("no_history")
-end
 if last and occurrence <= tonumber(last) then
     return answer("taken")
 end
@@ -63,6 +60,9 @@ end
 redis.call("hset", job, "last_fired", ARGV[2])
 if ARGV[4] ~= "" then
     redis.call("hset", job, "next_run", ARGV[4])
+end
+if ARGV[9] == "1" then
+    return answer("missed")
 end
 if redis.call("hget", job, "enabled") == "0" then
     return answer("disabled")

@@ -4,7 +4,7 @@
 -- ARGV[1]: now in milliseconds, or "" for the server clock (see _prelude.lua).
 -- ARGV[2]: the job's next occurrence in milliseconds, or "".
 -- ARGV[3..]: field, value pairs of the definition (actor_name, queue_name, schedule...).
--- Returns: nothing.
+-- Returns: the job's last_fired (milliseconds), or nil if it never fired.
 --
 -- Race closed: every scheduler registers its jobs at start while others may
 -- be disabling one; HSETNX keeps an operator's "enabled" choice and the run
@@ -18,3 +18,4 @@ redis.call("hsetnx", job, "enabled", "1")
 if ARGV[2] ~= "" then
     redis.call("hset", job, "next_run", ARGV[2])
 end
+return redis.call("hget", job, "last_fired")

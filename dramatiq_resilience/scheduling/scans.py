@@ -1,0 +1,321 @@
+"""Recovery scans: internal actors on their own queue, sent by the scheduler as interval jobs.
+
+A scan is a named operation run periodically: the scheduler sends its actor
+(``dramatiq_resilience.scan.<name>`` on queue ``dramatiq_resilience``) as the
+interval job ``scan:<name>``, so any number of schedulers run each tick once,
+and a worker runs it like any job (time limit, failures, metrics).  Each run
+logs what it did and emits ``scan_completed`` with its counts (``scan_failed``
+when it raises).
+
+Built in:
+
+=====================  ========  ===============================================
+``dead_workers``       15 s      requeue messages held by dead RedisBroker
+                                 workers (RedisBroker only)
+``stalled``            60 s      report messages running longer than
+                                 ``stalled_after`` (``message_stalled`` events)
+=====================  ========  ===============================================
+
+Other pieces (dead letters, metrics, health) register theirs with
+:func:`register_scan`: a name, an operation taking a :class:`ScanContext` and
+returning its counts, an interval, and a predicate saying on which brokers it
+applies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker
+from dramatiq.logging import get_logger
+
+from .. import events
+from ..backends.base import StateBackend
+from ..errors import ConfigurationError
+from .cron import CronJob
+from .schedules import IntervalSchedule
+
+__all__ = [
+    "DEFAULT_SCAN_TIME_LIMIT",
+    "DEFAULT_STALLED_AFTER",
+    "SCAN_QUEUE",
+    "Scan",
+    "ScanContext",
+    "declare_scans",
+    "register_scan",
+    "registered_scans",
+    "run_scan",
+    "scan_actor_name",
+    "scan_jobs",
+    "unregister_scan",
+]
+
+logger = get_logger(__name__)
+
+#: The queue of every scan actor.
+SCAN_QUEUE = "dramatiq_resilience"
+
+#: Milliseconds a scan may run (its actor's ``time_limit``).
+DEFAULT_SCAN_TIME_LIMIT = 60_000
+
+#: Milliseconds after which a running message counts as stalled.
+DEFAULT_STALLED_AFTER = 300_000
+
+
+@dataclass(frozen=True)
+class ScanContext:
+    """What a scan operation gets.
+
+    Attributes:
+      name: the scan's name.
+      broker: the broker of the worker running the scan.
+      backend: the state backend.
+      stack: the ``Stack`` that ``install()`` put on the broker (or ``None``).
+      now_ms: the backend's time when the scan started, in milliseconds.
+    """
+
+    name: str
+    broker: Broker
+    backend: StateBackend
+    stack: Any
+    now_ms: int
+
+    @property
+    def settings(self) -> Any:
+        """The ``Scheduling`` middleware on the broker, or ``None``."""
+        return None if self.stack is None else self.stack.middleware.get("scheduling")
+
+
+#: ``operation(context) -> {count name: count}``.
+Operation = Callable[[ScanContext], Mapping[str, int] | None]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A registered scan.  See :func:`register_scan`."""
+
+    name: str
+    operation: Operation
+    every: int
+    applies: Callable[[Broker], bool]
+    time_limit: int = DEFAULT_SCAN_TIME_LIMIT
+    description: str = ""
+
+
+_scans: dict[str, Scan] = {}
+
+
+def _always(broker: Broker) -> bool:
+    return True
+
+
+def register_scan(
+    name: str,
+    operation: Operation,
+    *,
+    every: int,
+    applies: Callable[[Broker], bool] | None = None,
+    time_limit: int = DEFAULT_SCAN_TIME_LIMIT,
+    description: str = "",
+) -> Scan:
+    """Register (or replace) the scan ``name``, run every ``every`` milliseconds.
+
+    Call it before schedulers and workers start (at import of the piece that
+    owns the scan, or in its constructor).  Registering the same name again
+    replaces the scan.
+
+    Parameters:
+      name: letters, digits and ``_``; the job is ``scan:<name>`` and the actor
+        ``dramatiq_resilience.scan.<name>``.
+      operation: ``operation(ScanContext) -> {count name: int}``; what it
+        returns is logged and emitted with ``scan_completed``.
+      every: the interval in milliseconds (>= 1000); overridable per
+        deployment with ``Scheduling(scan_every={name: ms})``.
+      applies: ``applies(broker) -> bool``: whether the scan runs for a broker
+        (default: always).  Evaluated when a scheduler or worker starts.
+      time_limit: the scan actor's time limit in milliseconds (default 60 000).
+      description: one line for listings.
+    """
+    if not isinstance(name, str) or not name.replace("_", "").isalnum():
+        raise ConfigurationError(f"must be letters, digits and _, got {name!r}", job=f"scan:{name}", option="name")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1000:
+        raise ConfigurationError(
+            f"must be an interval in milliseconds >= 1000, got {every!r}", job=f"scan:{name}", option="every"
+        )
+    scan = Scan(name, operation, every, applies or _always, time_limit, description)
+    _scans[name] = scan
+    return scan
+
+
+def unregister_scan(name: str) -> None:
+    """Remove scan ``name`` (unknown names are ignored)."""
+    _scans.pop(name, None)
+
+
+def registered_scans() -> dict[str, Scan]:
+    """Every registered scan, by name."""
+    return dict(_scans)
+
+
+def scan_actor_name(name: str) -> str:
+    return f"dramatiq_resilience.scan.{name}"
+
+
+def _selected(broker: Broker, names: Sequence[str] | None) -> list[Scan]:
+    scans = registered_scans()
+    if names is not None:
+        unknown = sorted(set(names) - set(scans))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown scan(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(scans))}",
+                option="scans",
+            )
+        chosen = [scans[name] for name in names]
+    else:
+        chosen = list(scans.values())
+    return [scan for scan in chosen if scan.applies(broker)]
+
+
+def declare_scans(broker: Broker, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Declare the actors of the scans that apply to ``broker`` (idempotent); return them by scan name."""
+    actors: dict[str, Any] = {}
+    for scan in _selected(broker, names):
+        actor_name = scan_actor_name(scan.name)
+        if actor_name in broker.actors:
+            actors[scan.name] = broker.actors[actor_name]
+            continue
+
+        def run(scan_name: str = scan.name) -> None:
+            run_scan(broker, scan_name)
+
+        run.__name__ = f"scan_{scan.name}"
+        actors[scan.name] = dramatiq.actor(
+            run,
+            broker=broker,
+            actor_name=actor_name,
+            queue_name=SCAN_QUEUE,
+            max_retries=0,
+            time_limit=scan.time_limit,
+        )
+    return actors
+
+
+def scan_jobs(
+    broker: Broker, *, names: Sequence[str] | None = None, every: Mapping[str, int] | None = None
+) -> list[CronJob]:
+    """The interval jobs ``scan:<name>`` of the scans that apply to ``broker`` (declaring their actors)."""
+    every = every or {}
+    jobs = []
+    for name, actor in declare_scans(broker, names).items():
+        scan = _scans[name]
+        interval = int(every.get(name, scan.every))
+        jobs.append(
+            CronJob(
+                name=f"scan:{name}",
+                actor=actor,
+                schedule=IntervalSchedule(interval),
+                # A scan is worth running late only within one interval; then the next tick comes.
+                misfire_grace=max(1_000, interval),
+                overlap="skip",
+                overlap_lease=max(2 * scan.time_limit, interval),
+            )
+        )
+    return jobs
+
+
+def run_scan(broker: Broker, name: str) -> dict[str, int]:
+    """Run scan ``name`` now, in this process: log, emit ``scan_completed`` (or ``scan_failed``)."""
+    from ..install import installed
+
+    scan = registered_scans()[name]
+    stack = installed(broker)
+    if stack is None:
+        raise ConfigurationError(
+            "the broker has no resilience stack: call dr.install(broker, backend=...)", job=f"scan:{name}"
+        )
+    started = time.monotonic()
+    try:
+        context = ScanContext(name, broker, stack.backend, stack, stack.backend.now_ms())
+        counts = dict(scan.operation(context) or {})
+    except Exception as exc:
+        duration = int((time.monotonic() - started) * 1000)
+        logger.error("Scan %r failed after %d milliseconds: %s", name, duration, exc)
+        events.emit("scan_failed", scan=name, error=exc, duration_ms=duration)
+        raise
+    duration = int((time.monotonic() - started) * 1000)
+    summary = ", ".join(f"{key}={value}" for key, value in counts.items()) or "nothing to report"
+    logger.info("Scan %r completed in %d milliseconds: %s.", name, duration, summary)
+    events.emit("scan_completed", scan=name, counts=counts, duration_ms=duration)
+    return counts
+
+
+# -- built-in scans ---------------------------------------------------------------------
+
+
+def _is_redis_broker(broker: Broker) -> bool:
+    from dramatiq.brokers.redis import RedisBroker
+
+    return isinstance(broker, RedisBroker)
+
+
+def _dead_workers(context: ScanContext) -> dict[str, int]:
+    from .dead_workers import recover_dead_workers
+
+    recovery = recover_dead_workers(context.broker)
+    return {"dead_workers": len(recovery.dead_workers), "requeued": recovery.messages}
+
+
+def stalled_after(context: ScanContext, actor_name: str) -> int | None:
+    """The stalled threshold of ``actor_name`` in milliseconds (actor option ``scan_stalled_after``)."""
+    settings = context.settings
+    default = DEFAULT_STALLED_AFTER if settings is None else settings.stalled_after
+    actor = context.broker.actors.get(actor_name)
+    if actor is not None and "scan_stalled_after" in actor.options:
+        return actor.options["scan_stalled_after"]  # type: ignore[no-any-return]
+    return default  # type: ignore[no-any-return]
+
+
+def _stalled(context: ScanContext) -> dict[str, int]:
+    snapshots = context.backend.cron_inflight()
+    running = stalled = 0
+    for snapshot in snapshots:
+        for message in snapshot.messages:
+            running += 1
+            threshold = stalled_after(context, message.actor_name)
+            elapsed = context.now_ms - message.started_ms
+            if threshold is None or elapsed < threshold:
+                continue
+            stalled += 1
+            logger.warning(
+                "Message %r of actor %r on queue %r has been running for %d milliseconds in process %r "
+                "(stalled after %d).",
+                message.message_id,
+                message.actor_name,
+                message.queue_name,
+                elapsed,
+                snapshot.process,
+                threshold,
+            )
+            events.emit(
+                "message_stalled",
+                actor_name=message.actor_name,
+                queue_name=message.queue_name,
+                message_id=message.message_id,
+                running_ms=elapsed,
+                process=snapshot.process,
+            )
+    return {"processes": len(snapshots), "running": running, "stalled": stalled}
+
+
+register_scan(
+    "dead_workers",
+    _dead_workers,
+    every=15_000,
+    applies=_is_redis_broker,
+    description="requeue messages held by dead RedisBroker workers",
+)
+register_scan("stalled", _stalled, every=60_000, description="report messages running longer than stalled_after")
