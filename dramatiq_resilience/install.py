@@ -63,7 +63,9 @@ class Piece:
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
     # Right after the guard: sees every delivery, and its after-hooks run after Retries.
-    Piece("scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True),
+    Piece(
+        "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
+    ),
 ]
 
 

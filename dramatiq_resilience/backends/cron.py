@@ -223,13 +223,13 @@ class CronOps(abc.ABC):
 
 
 def _int(value: object) -> int | None:
-    if value is None or value == "" or value == b"":
+    if value is None or value in {"", b""}:
         return None
-    return int(value)  # type: ignore[call-overload, no-any-return]
+    return int(value)  # type: ignore[call-overload]
 
 
 def _text(value: object) -> str | None:
-    if value is None or value == "" or value == b"":
+    if value is None or value in {"", b""}:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -84,7 +84,11 @@ class RedisCronOps(RedisBase, CronOps):
         self.run_script(
             "cron_sent",
             self._job_keys(name),
-            [message_id, "" if occurrence_ms is None else occurrence_ms, "" if lease_ms is None else lease_ms],
+            [
+                message_id,
+                "" if occurrence_ms is None else occurrence_ms,
+                "" if lease_ms is None else lease_ms,
+            ],
         )
 
     def cron_started(self, name: str, message_id: str, *, lease_ms: int) -> None:
@@ -122,7 +126,7 @@ class RedisCronOps(RedisBase, CronOps):
         wanted = {_text(name) for name in requested}
         return [
             job_state(name, record, run_requested=name in wanted)
-            for name, record in zip(names, records)
+            for name, record in zip(names, records, strict=True)
         ]
 
     def cron_jobs(self) -> list[CronJobState]:

@@ -60,7 +60,11 @@ class StubCronOps(StubBase, CronOps):
                     recovered.append(CronSend(occurrence, sent_id))
             record = state["jobs"].get(name)
             last = None if record is None or "last_fired" not in record else int(record["last_fired"])
-            done = {"recovered": tuple(recovered), "expired": tuple(expired), "previous_ms": last}
+            done: dict[str, Any] = {
+                "recovered": tuple(recovered),
+                "expired": tuple(expired),
+                "previous_ms": last,
+            }
             if occurrence_ms is None:
                 return CronClaim("none", **done)
             if last is not None and occurrence_ms <= last:

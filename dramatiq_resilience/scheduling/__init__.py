@@ -13,11 +13,19 @@
 from __future__ import annotations
 
 from .admin import CronJobs
-from .cron import DEFAULT_MISFIRE_GRACE, DEFAULT_OVERLAP_LEASE, CronJob, cron, jobs, occurrence_message_id, schedule
+from .cron import (
+    DEFAULT_MISFIRE_GRACE,
+    DEFAULT_OVERLAP_LEASE,
+    CronJob,
+    cron,
+    jobs,
+    occurrence_message_id,
+    schedule,
+)
 from .middleware import Scheduling
 from .scans import SCAN_QUEUE, Scan, ScanContext, register_scan, registered_scans, run_scan, unregister_scan
-from .schedules import CronSchedule, IntervalSchedule, Schedule
 from .scheduler import Scheduler
+from .schedules import CronSchedule, IntervalSchedule, Schedule
 
 __all__ = [
     "DEFAULT_MISFIRE_GRACE",

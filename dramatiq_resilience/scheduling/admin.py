@@ -53,4 +53,6 @@ class CronJobs:
     def _unknown(self, name: str) -> UnknownJob:
         known = tuple(job.name for job in self.backend.cron_jobs())
         listing = ", ".join(known) if known else "none (has a scheduler started?)"
-        return UnknownJob(f"No cron job {name!r} is registered; known jobs: {listing}.", job=name, known=known)
+        return UnknownJob(
+            f"No cron job {name!r} is registered; known jobs: {listing}.", job=name, known=known
+        )

@@ -52,7 +52,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
 _overlap = choice("skip", "allow")
 _registry: weakref.WeakKeyDictionary[Broker, dict[str, CronJob]] = weakref.WeakKeyDictionary()
 
-A = TypeVar("A", bound=Actor)  # type: ignore[type-arg]
+A = TypeVar("A", bound=Actor)
 
 
 def occurrence_message_id(job_name: str, occurrence_ms: int) -> str:
@@ -65,7 +65,7 @@ class CronJob:
     """A scheduled actor.  Built by :func:`cron` and :func:`schedule`; see them for the fields."""
 
     name: str
-    actor: Actor  # type: ignore[type-arg]
+    actor: Actor
     schedule: Schedule
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -183,9 +183,13 @@ def schedule(
             f"must be a non-empty name of letters, digits and _ . : @ / -, got {job_name!r}", option="name"
         )
     if (expression is None) == (every is None):
-        raise ConfigurationError("give either a cron expression or every=milliseconds", job=job_name, option="cron")
+        raise ConfigurationError(
+            "give either a cron expression or every=milliseconds", job=job_name, option="cron"
+        )
     try:
-        schedule_: Schedule = IntervalSchedule(every) if every is not None else CronSchedule(expression or "", tz)
+        schedule_: Schedule = (
+            IntervalSchedule(every) if every is not None else CronSchedule(expression or "", tz)
+        )
     except ScheduleError as exc:
         raise ConfigurationError(
             str(exc), job=job_name, option=exc.field if exc.field in ("tz", "every") else "cron"
@@ -210,7 +214,9 @@ def schedule(
     try:
         job.message(occurrence_message_id(job_name, 0), occurrence_ms=0).encode()
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"args and kwargs must be serializable: {exc}", job=job_name, option="args") from None
+        raise ConfigurationError(
+            f"args and kwargs must be serializable: {exc}", job=job_name, option="args"
+        ) from None
     registry = _registry.setdefault(actor.broker, {})
     existing = registry.get(job_name)
     if existing is not None and existing.actor is actor:

@@ -96,7 +96,12 @@ def recover_dead_workers(broker: Any, *, now_ms: int | None = None) -> Recovery:
         alive = False
         for index, queue in enumerate(queues):
             last = "1" if index == len(queues) - 1 else "0"
-            keys = [heartbeats, f"{prefix}{worker}.{queue}", f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"]
+            keys = [
+                heartbeats,
+                f"{prefix}{worker}.{queue}",
+                f"{namespace}:{queue}",
+                f"{namespace}:{queue}.msgs",
+            ]
             moved = int(requeue(keys=keys, args=[now, worker, timeout, last]))
             if moved < 0:
                 alive = True
@@ -104,7 +109,7 @@ def recover_dead_workers(broker: Any, *, now_ms: int | None = None) -> Recovery:
             if moved:
                 report.requeued[queue] = report.requeued.get(queue, 0) + moved
                 logger.warning(
-                    "Requeued %d message(s) of dead worker %r on queue %r (no heartbeat for %d milliseconds).",
+                    "Requeued %d message(s) of dead worker %r on queue %r (silent for %d milliseconds).",
                     moved,
                     worker,
                     queue,

@@ -42,7 +42,9 @@ class InflightTracker:
         clock if it has one, else this host's clock).
     """
 
-    def __init__(self, backend: StateBackend, *, interval: int = DEFAULT_INFLIGHT_INTERVAL, clock: Clock | None = None):
+    def __init__(
+        self, backend: StateBackend, *, interval: int = DEFAULT_INFLIGHT_INTERVAL, clock: Clock | None = None
+    ):
         self.logger = get_logger(__name__, type(self))
         self.backend = backend
         self.interval = interval

@@ -66,7 +66,9 @@ class Scheduling(ResilienceMiddleware):
       send_lease: milliseconds before an unconfirmed send is taken over (default 10 000).
     """
 
-    option_specs = (Option("scan_stalled_after", "stalled_after", optional(milliseconds()), per_message=False),)
+    option_specs = (
+        Option("scan_stalled_after", "stalled_after", optional(milliseconds()), per_message=False),
+    )
 
     def __init__(
         self,
@@ -85,10 +87,12 @@ class Scheduling(ResilienceMiddleware):
         if not isinstance(scans, bool) and (
             isinstance(scans, str) or not all(isinstance(name, str) for name in scans)
         ):
-            raise ConfigurationError(f"must be True, False or a list of scan names, got {scans!r}", option="scans")
+            raise ConfigurationError(
+                f"must be True, False or a list of scan names, got {scans!r}", option="scans"
+            )
         self.scans = scans if isinstance(scans, bool) else list(scans)
         self.scan_every = {
-            name: self._check_default(f"scan_every[{name!r}]", milliseconds(minimum=1_000), every)
+            name: self._check_default(f"scan_every[{name}]", milliseconds(minimum=1_000), every)
             for name, every in (scan_every or {}).items()
         }
         self.stalled_after = stalled_after
@@ -168,7 +172,9 @@ class Scheduling(ResilienceMiddleware):
         started = scratch(message, "scheduling").get("started")
         duration = None if started is None else int((time.monotonic() - started) * 1000)
         try:
-            self.backend.cron_finished(job, message.message_id, status=status, error=text, keep_pending=reenqueued)
+            self.backend.cron_finished(
+                job, message.message_id, status=status, error=text, keep_pending=reenqueued
+            )
         except BackendError as exc:
             self.outage.failed(exc, action="leave the run pending until its lease ends")
         else:

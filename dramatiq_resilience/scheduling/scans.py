@@ -141,7 +141,9 @@ def register_scan(
       description: one line for listings.
     """
     if not isinstance(name, str) or not name.replace("_", "").isalnum():
-        raise ConfigurationError(f"must be letters, digits and _, got {name!r}", job=f"scan:{name}", option="name")
+        raise ConfigurationError(
+            f"must be letters, digits and _, got {name!r}", job=f"scan:{name}", option="name"
+        )
     if isinstance(every, bool) or not isinstance(every, int) or every < 1000:
         raise ConfigurationError(
             f"must be an interval in milliseconds >= 1000, got {every!r}", job=f"scan:{name}", option="every"
@@ -193,7 +195,7 @@ def declare_scans(broker: Broker, names: Sequence[str] | None = None) -> dict[st
             run_scan(broker, scan_name)
 
         run.__name__ = f"scan_{scan.name}"
-        actors[scan.name] = dramatiq.actor(
+        actors[scan.name] = dramatiq.actor(  # type: ignore[call-overload]
             run,
             broker=broker,
             actor_name=actor_name,
@@ -275,8 +277,8 @@ def stalled_after(context: ScanContext, actor_name: str) -> int | None:
     default = DEFAULT_STALLED_AFTER if settings is None else settings.stalled_after
     actor = context.broker.actors.get(actor_name)
     if actor is not None and "scan_stalled_after" in actor.options:
-        return actor.options["scan_stalled_after"]  # type: ignore[no-any-return]
-    return default  # type: ignore[no-any-return]
+        return actor.options["scan_stalled_after"]
+    return default
 
 
 def _stalled(context: ScanContext) -> dict[str, int]:
@@ -318,4 +320,6 @@ register_scan(
     applies=_is_redis_broker,
     description="requeue messages held by dead RedisBroker workers",
 )
-register_scan("stalled", _stalled, every=60_000, description="report messages running longer than stalled_after")
+register_scan(
+    "stalled", _stalled, every=60_000, description="report messages running longer than stalled_after"
+)

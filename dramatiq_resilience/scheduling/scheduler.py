@@ -42,8 +42,8 @@ from ..clock import Clock, SystemClock
 from ..enqueue import internal_enqueue
 from ..errors import BackendError, ConfigurationError
 from ..outage import OutageLog
-from . import cron as cron_module
-from .cron import CronJob
+from .cron import CronJob, occurrence_message_id
+from .cron import jobs as declared_jobs
 from .timer import Timer
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_SEND_LEASE", "POLL_JOB", "Scheduler"]
@@ -105,7 +105,7 @@ class Scheduler:
         if backend is None:
             if stack is None:
                 raise ConfigurationError(
-                    "the broker has no resilience stack: call dr.install(broker, backend=...) or pass backend=",
+                    "the broker has no resilience stack: call dr.install(broker, backend=...) first",
                     option="backend",
                 )
             backend = stack.backend
@@ -134,9 +134,9 @@ class Scheduler:
             return {job.name: job for job in self._given_jobs}
         from .scans import scan_jobs
 
-        found = cron_module.jobs(self.broker)
+        found = declared_jobs(self.broker)
         if self.scans:
-            names = None if self.scans is True else list(self.scans)  # type: ignore[arg-type]
+            names = None if self.scans is True else list(self.scans)
             for job in scan_jobs(self.broker, names=names, every=self.scan_every):
                 found.setdefault(job.name, job)
         return found
@@ -183,7 +183,9 @@ class Scheduler:
         for name in sorted(self._unregistered):
             job = self.jobs[name]
             try:
-                last_fired = self.backend.cron_register(name, job.spec(), next_run_ms=job.schedule.next_after(now))
+                last_fired = self.backend.cron_register(
+                    name, job.spec(), next_run_ms=job.schedule.next_after(now)
+                )
             except BackendError as exc:
                 self.outage.failed(exc, action="register the jobs again at the next poll")
                 return
@@ -229,7 +231,7 @@ class Scheduler:
                 return None
             runnable = [moment for moment in occurrences if now - moment <= job.misfire_grace]
             occurrence = (runnable or occurrences)[-1]
-            message_id = cron_module.occurrence_message_id(name, occurrence)
+            message_id = occurrence_message_id(name, occurrence)
             following = job.schedule.next_after(occurrence)
             try:
                 claim = self.backend.cron_claim(
@@ -270,7 +272,9 @@ class Scheduler:
                 if claim.status == "disabled"
                 else f"its previous run {claim.pending_message_id!r} is still queued or running",
             )
-            events.emit("cron_skipped", **fields, reason=claim.status, pending_message_id=claim.pending_message_id)
+            events.emit(
+                "cron_skipped", **fields, reason=claim.status, pending_message_id=claim.pending_message_id
+            )
         elif claim.status == "missed":
             self.logger.warning(
                 "Missed occurrence %d of cron job %r: no scheduler sent it within its grace of %d "
@@ -375,7 +379,7 @@ class Scheduler:
         Raises:
           KeyError: if this scheduler has no job ``name``.
         """
-        job = self.jobs.get(name) or cron_module.jobs(self.broker)[name]
+        job = self.jobs.get(name) or declared_jobs(self.broker)[name]
         message_id = str(uuid.uuid4())
         message = job.message(message_id, occurrence_ms=None)
         with internal_enqueue("scheduled"):

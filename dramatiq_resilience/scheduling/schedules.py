@@ -89,7 +89,9 @@ def parse_timezone(tz: str | tzinfo) -> tuple[str, tzinfo]:
     try:
         return tz, ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')", field="tz")
+        raise ScheduleError(
+            f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')", field="tz"
+        ) from None
 
 
 def _ms(moment: datetime) -> int:
@@ -137,7 +139,9 @@ class IntervalSchedule(Schedule):
 
     def __init__(self, every_ms: int) -> None:
         if isinstance(every_ms, bool) or not isinstance(every_ms, int) or every_ms < 1000:
-            raise ScheduleError(f"must be an interval in milliseconds >= 1000, got {every_ms!r}", field="every")
+            raise ScheduleError(
+                f"must be an interval in milliseconds >= 1000, got {every_ms!r}", field="every"
+            )
         self.every_ms = every_ms
 
     def next_after(self, ms: int) -> int:
@@ -166,14 +170,18 @@ def _day_of_week(value: str) -> str:
     for token in value.lower().split(","):
         match = _DOW_TOKEN.match(token)
         if not match:
-            raise ScheduleError(f"cannot read {token!r} (use 0-7 or sun-sat, ranges and steps)", field="day_of_week")
+            raise ScheduleError(
+                f"cannot read {token!r} (use 0-7 or sun-sat, ranges and steps)", field="day_of_week"
+            )
         start, end, step = match.groups()
 
         def number(text: str) -> int:
             if text.isdigit():
                 day = int(text)
                 if day > 7:
-                    raise ScheduleError(f"{day} is not a day of week (0-7, 0 and 7 are Sunday)", field="day_of_week")
+                    raise ScheduleError(
+                        f"{day} is not a day of week (0-7, 0 and 7 are Sunday)", field="day_of_week"
+                    )
                 return day
             if text not in _DAY_NAMES:
                 raise ScheduleError(f"{text!r} is not a day name (sun-sat)", field="day_of_week")
@@ -222,14 +230,15 @@ class CronSchedule(Schedule):
                 f"got {len(values)} in {self.expression!r}",
                 field="cron",
             )
-        fields = dict(zip(_FIELDS, values))
+        fields = dict(zip(_FIELDS, values, strict=True))
         fields["day_of_week"] = _day_of_week(fields["day_of_week"])
         for name, value in fields.items():
             try:
                 CronTrigger(**{name: value}, timezone=self.tz)
             except ValueError as exc:
                 raise ScheduleError(
-                    f"{_FIELD_LABELS[name]} field {values[_FIELDS.index(name)]!r} is invalid: {exc}", field=name
+                    f"{_FIELD_LABELS[name]} field {values[_FIELDS.index(name)]!r} is invalid: {exc}",
+                    field=name,
                 ) from None
         # Cron's rule: with both day fields restricted, either one matching is enough.
         if not values[2].startswith("*") and not values[4].startswith("*"):
@@ -257,7 +266,9 @@ class CronSchedule(Schedule):
     def next_after(self, ms: int) -> int | None:
         start = _datetime(ms) + timedelta(microseconds=1)
         while True:
-            candidates = [t for t in (trigger.get_next_fire_time(None, start) for trigger in self.triggers) if t]
+            candidates = [
+                t for t in (trigger.get_next_fire_time(None, start) for trigger in self.triggers) if t
+            ]
             if not candidates:
                 return None
             moment = min(candidates, key=lambda t: t.astimezone(_UTC))

@@ -36,7 +36,7 @@ def _ms(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
+class ScheduleTrigger(BaseTrigger):
     """An APScheduler trigger that fires at a :class:`Schedule`'s occurrences."""
 
     def __init__(self, schedule: Schedule) -> None:
@@ -51,7 +51,7 @@ class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         return self.schedule.describe()
 
 
-class OccurrenceExecutor(BaseExecutor):  # type: ignore[misc]
+class OccurrenceExecutor(BaseExecutor):
     """An APScheduler executor that calls ``callback(job_id, run_times_ms)`` on a thread pool."""
 
     def __init__(self, callback: Callback, *, max_workers: int = 4) -> None:

@@ -11,7 +11,9 @@ T0 = 1_767_225_600_000  # the FakeClock's start
 SPEC = {"actor_name": "report", "queue_name": "default", "schedule": "*/5 * * * *", "timezone": "UTC"}
 
 
-def claim(backend: StateBackend, occurrence: int | None, message_id: str = "m", **kwargs: object) -> CronClaim:
+def claim(
+    backend: StateBackend, occurrence: int | None, message_id: str = "m", **kwargs: object
+) -> CronClaim:
     options: dict = {
         "next_run_ms": None,
         "skip_if_pending": False,
@@ -134,7 +136,11 @@ def test_run_now_sent_marks_the_run_pending(backend: StateBackend, clock: FakeCl
     backend.cron_sent("report", "manual", lease_ms=5_000)
     state = backend.cron_job("report")
     assert state is not None
-    assert (state.pending_message_id, state.pending_until_ms, state.last_fired_ms) == ("manual", T0 + 5_000, None)
+    assert (state.pending_message_id, state.pending_until_ms, state.last_fired_ms) == (
+        "manual",
+        T0 + 5_000,
+        None,
+    )
 
 
 def test_an_unconfirmed_send_is_taken_over_after_its_lease(backend: StateBackend, clock: FakeClock) -> None:
@@ -149,7 +155,9 @@ def test_an_unconfirmed_send_is_taken_over_after_its_lease(backend: StateBackend
     assert claim(backend, None).recovered == ()  # leased to the caller above for 10 s
     backend.cron_sent("report", "m1", occurrence_ms=T0)
     clock.advance(10_000)
-    assert claim(backend, None) == CronClaim("none", previous_ms=T0 + 60_000, recovered=(CronSend(T0 + 60_000, "m2"),))
+    assert claim(backend, None) == CronClaim(
+        "none", previous_ms=T0 + 60_000, recovered=(CronSend(T0 + 60_000, "m2"),)
+    )
 
 
 def test_an_unconfirmed_send_older_than_the_grace_is_dropped(backend: StateBackend, clock: FakeClock) -> None:
