@@ -16,7 +16,8 @@ from ..middleware.base import ResilienceMiddleware, scratch
 from ..options import Option, milliseconds, optional
 from .cron import DEFAULT_OVERLAP_LEASE
 from .inflight import DEFAULT_INFLIGHT_INTERVAL, InflightTracker
-from .scans import DEFAULT_STALLED_AFTER, declare_scans
+from .recovery import DEFAULT_STALLED_AFTER
+from .scans import declare_scans
 from .scheduler import DEFAULT_POLL_INTERVAL, DEFAULT_SEND_LEASE, Scheduler
 
 __all__ = ["Scheduling"]

@@ -7,14 +7,8 @@ and a worker runs it like any job (time limit, failures, metrics).  Each run
 logs what it did and emits ``scan_completed`` with its counts (``scan_failed``
 when it raises).
 
-Built in:
-
-=====================  ========  ===============================================
-``dead_workers``       15 s      requeue messages held by dead RedisBroker
-                                 workers (RedisBroker only)
-``stalled``            60 s      report messages running longer than
-                                 ``stalled_after`` (``message_stalled`` events)
-=====================  ========  ===============================================
+Built in (see :mod:`.recovery`): ``dead_workers``, ``stalled``,
+``dead_letters_trim``, ``dead_letters_redrive`` and ``dead_letters_import``.
 
 Other pieces (dead letters, metrics, health) register theirs with
 :func:`register_scan`: a name, an operation taking a :class:`ScanContext` and
@@ -41,7 +35,6 @@ from .schedules import IntervalSchedule
 
 __all__ = [
     "DEFAULT_SCAN_TIME_LIMIT",
-    "DEFAULT_STALLED_AFTER",
     "SCAN_QUEUE",
     "Scan",
     "ScanContext",
@@ -61,9 +54,6 @@ SCAN_QUEUE = "dramatiq_resilience"
 
 #: Milliseconds a scan may run (its actor's ``time_limit``).
 DEFAULT_SCAN_TIME_LIMIT = 60_000
-
-#: Milliseconds after which a running message counts as stalled.
-DEFAULT_STALLED_AFTER = 300_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +97,7 @@ class Scan:
 
 
 _scans: dict[str, Scan] = {}
+_builtins_registered = False
 
 
 def _always(broker: Broker) -> bool:
@@ -149,17 +140,25 @@ def register_scan(
             f"must be an interval in milliseconds >= 1000, got {every!r}", job=f"scan:{name}", option="every"
         )
     scan = Scan(name, operation, every, applies or _always, time_limit, description)
+    registered_scans()  # built-ins first, so that a piece's own scan may replace one
     _scans[name] = scan
     return scan
 
 
 def unregister_scan(name: str) -> None:
     """Remove scan ``name`` (unknown names are ignored)."""
+    registered_scans()
     _scans.pop(name, None)
 
 
 def registered_scans() -> dict[str, Scan]:
-    """Every registered scan, by name."""
+    """Every registered scan, by name (the built-in ones of :mod:`.recovery` first)."""
+    global _builtins_registered  # noqa: PLW0603 - registered once, on first use
+    if not _builtins_registered:
+        _builtins_registered = True
+        from .recovery import register_builtin_scans
+
+        register_builtin_scans()
     return dict(_scans)
 
 
@@ -212,8 +211,9 @@ def scan_jobs(
     """The interval jobs ``scan:<name>`` of the scans that apply to ``broker`` (declaring their actors)."""
     every = every or {}
     jobs = []
+    scans = registered_scans()
     for name, actor in declare_scans(broker, names).items():
-        scan = _scans[name]
+        scan = scans[name]
         interval = int(every.get(name, scan.every))
         jobs.append(
             CronJob(
@@ -253,73 +253,3 @@ def run_scan(broker: Broker, name: str) -> dict[str, int]:
     logger.info("Scan %r completed in %d milliseconds: %s.", name, duration, summary)
     events.emit("scan_completed", scan=name, counts=counts, duration_ms=duration)
     return counts
-
-
-# -- built-in scans ---------------------------------------------------------------------
-
-
-def _is_redis_broker(broker: Broker) -> bool:
-    from dramatiq.brokers.redis import RedisBroker
-
-    return isinstance(broker, RedisBroker)
-
-
-def _dead_workers(context: ScanContext) -> dict[str, int]:
-    from .dead_workers import recover_dead_workers
-
-    recovery = recover_dead_workers(context.broker)
-    return {"dead_workers": len(recovery.dead_workers), "requeued": recovery.messages}
-
-
-def stalled_after(context: ScanContext, actor_name: str) -> int | None:
-    """The stalled threshold of ``actor_name`` in milliseconds (actor option ``scan_stalled_after``)."""
-    settings = context.settings
-    default = DEFAULT_STALLED_AFTER if settings is None else settings.stalled_after
-    actor = context.broker.actors.get(actor_name)
-    if actor is not None and "scan_stalled_after" in actor.options:
-        return actor.options["scan_stalled_after"]
-    return default
-
-
-def _stalled(context: ScanContext) -> dict[str, int]:
-    snapshots = context.backend.cron_inflight()
-    running = stalled = 0
-    for snapshot in snapshots:
-        for message in snapshot.messages:
-            running += 1
-            threshold = stalled_after(context, message.actor_name)
-            elapsed = context.now_ms - message.started_ms
-            if threshold is None or elapsed < threshold:
-                continue
-            stalled += 1
-            logger.warning(
-                "Message %r of actor %r on queue %r has been running for %d milliseconds in process %r "
-                "(stalled after %d).",
-                message.message_id,
-                message.actor_name,
-                message.queue_name,
-                elapsed,
-                snapshot.process,
-                threshold,
-            )
-            events.emit(
-                "message_stalled",
-                actor_name=message.actor_name,
-                queue_name=message.queue_name,
-                message_id=message.message_id,
-                running_ms=elapsed,
-                process=snapshot.process,
-            )
-    return {"processes": len(snapshots), "running": running, "stalled": stalled}
-
-
-register_scan(
-    "dead_workers",
-    _dead_workers,
-    every=15_000,
-    applies=_is_redis_broker,
-    description="requeue messages held by dead RedisBroker workers",
-)
-register_scan(
-    "stalled", _stalled, every=60_000, description="report messages running longer than stalled_after"
-)

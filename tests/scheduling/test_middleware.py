@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import dramatiq
@@ -292,11 +293,66 @@ def test_scan_names_and_intervals_are_checked(stub_broker: StubBroker, stub_back
         dr.ConfigurationError, match="option 'every': must be an interval in milliseconds >= 1000"
     ):
         dr.register_scan("fast", lambda context: None, every=10)
-    with pytest.raises(
-        dr.ConfigurationError, match="unknown scan\\(s\\) 'nope'; known: dead_workers, stalled"
-    ):
+    known = "dead_letters_import, dead_letters_redrive, dead_letters_trim, dead_workers, stalled"
+    with pytest.raises(dr.ConfigurationError, match=f"unknown scan\\(s\\) 'nope'; known: {known}"):
         dr.Scheduler(stub_broker, backend=stub_backend, scans=["nope"]).start(timer=False)
     with pytest.raises(dr.ConfigurationError, match="Option 'scan_every\\[stalled\\]': must be a duration"):
         dr.Scheduling(backend=stub_backend, scan_every={"stalled": 5})
     with pytest.raises(dr.ConfigurationError, match="Option 'scans': must be True, False or a list"):
         dr.Scheduling(backend=stub_backend, scans="stalled")
+
+
+class StandInStore:
+    """Answers like DeadLetterStore's trim / redrive_due / import_from (issue 6's API), and records calls."""
+
+    def __init__(self, redrive: tuple[str, ...]) -> None:
+        self.redrive = redrive
+        self.calls: list[tuple[str, Any]] = []
+
+    def trim(self) -> Any:
+        self.calls.append(("trim", None))
+        return SimpleNamespace(removed=5, by_age=3, by_count=2, released_claims=1)
+
+    def redrive_due(self, broker: Any) -> Any:
+        self.calls.append(("redrive_due", broker))
+        return SimpleNamespace(requeued=4, policies={"gateway": object()})
+
+    def import_from(self, broker: Any) -> Any:
+        self.calls.append(("import_from", broker))
+        return SimpleNamespace(
+            imported=2, already_stored=7, queues={"default": object(), "payments": object()}
+        )
+
+
+class StandInDeadLetters(dramatiq.Middleware):
+    def __init__(self, store: StandInStore) -> None:
+        self.store = store
+
+
+def test_dead_letter_scans_run_the_store_operations_when_the_piece_is_installed(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend, clock: dr.FakeClock
+) -> None:
+    """With a DeadLetters piece installed, trim / redrive / import are interval scans calling its store."""
+    stack = dr.install(stub_broker, backend=stub_backend, scheduling={"run_scheduler": False})
+    without = dr.Scheduler(stub_broker, clock=clock).start(timer=False)
+    assert sorted(without.jobs) == ["scan:stalled"]
+    store = StandInStore(redrive=("gateway",))
+    stack.middleware["dead_letters"] = StandInDeadLetters(store)
+    scheduler = dr.Scheduler(stub_broker, clock=clock).start(timer=False)
+    assert {name: job.schedule.describe() for name, job in scheduler.jobs.items()} == {
+        "scan:dead_letters_import": "every 60000 ms",
+        "scan:dead_letters_redrive": "every 30000 ms",
+        "scan:dead_letters_trim": "every 600000 ms",
+        "scan:stalled": "every 60000 ms",
+    }
+    assert run_scan(stub_broker, "dead_letters_trim") == {
+        "removed": 5,
+        "by_age": 3,
+        "by_count": 2,
+        "released_claims": 1,
+    }
+    assert run_scan(stub_broker, "dead_letters_redrive") == {"requeued": 4, "policies": 1}
+    assert run_scan(stub_broker, "dead_letters_import") == {"imported": 2, "already_stored": 7, "queues": 2}
+    assert store.calls == [("trim", None), ("redrive_due", stub_broker), ("import_from", stub_broker)]
+    store.redrive = ()  # no redrive policy: nothing to redrive, no scan
+    assert "scan:dead_letters_redrive" not in dr.Scheduler(stub_broker, clock=clock).start(timer=False).jobs
