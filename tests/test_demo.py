@@ -40,6 +40,9 @@ Webhooks for three tenants
   acme: 10 delivered, globex: 10 delivered, initech: 10 delivered
 Maintenance jobs
   purge_expired_sessions ran 1 time(s)
+Cron jobs fired exactly once
+  maintenance.heartbeat (every 1 s): 3 consecutive occurrences, each ran exactly once; 0 occurrences ran twice
+  disabled: 0 runs in the next 2 s; run-now while disabled: ran 1 time(s)
 """
 
 
