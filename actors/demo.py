@@ -5,6 +5,7 @@ Each scene sends work to the app, waits for it, and returns summary lines.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -72,7 +73,7 @@ def cron_scene(ctx: Any) -> list[str]:
     ctx.wait_for(lambda: len([o for o in runs() if o.isdigit() and int(o) > started]) >= 3, timeout=20)
     seen = runs()
     fresh = sorted(int(o) for o in seen if o.isdigit() and int(o) > started)[:3]
-    consecutive = all(b - a == 1_000 for a, b in zip(fresh, fresh[1:], strict=False))
+    consecutive = all(b - a == 1_000 for a, b in itertools.pairwise(fresh))
     once = all(seen[str(o)] == 1 for o in fresh)
     twice = sum(1 for o, n in seen.items() if o.isdigit() and n > 1)
     jobs.disable("maintenance.heartbeat")
@@ -83,10 +84,12 @@ def cron_scene(ctx: Any) -> list[str]:
     jobs.run_now("maintenance.heartbeat")
     ctx.wait_for(lambda: runs().get("run-now", 0) >= 1, timeout=20)
     jobs.enable("maintenance.heartbeat")
+    kind = "consecutive occurrences" if consecutive else "occurrences WITH GAPS"
+    verdict = "each ran exactly once" if once else "SOME RAN MORE THAN ONCE"
+    manual = runs().get("run-now", 0)
     return [
-        f"maintenance.heartbeat (every 1 s): {len(fresh)} {'consecutive ' if consecutive else ''}occurrences, "
-        f"{'each ran exactly once' if once else 'SOME RAN MORE THAN ONCE'}; {twice} occurrences ran twice",
-        f"disabled: {after} runs in the next 2 s; run-now while disabled: ran {runs().get('run-now', 0)} time(s)",
+        f"maintenance.heartbeat (every 1 s): {len(fresh)} {kind}, {verdict}; {twice} occurrences ran twice",
+        f"disabled: {after} runs in the next 2 s; run-now while disabled: ran {manual} time(s)",
     ]
 
 
