@@ -24,6 +24,8 @@ if STACK != "bare":
 
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
     if STACK == "guard":
+        dr.install(broker, backend=backend, scheduling=False)
+    elif STACK == "scheduling":
         dr.install(broker, backend=backend)
     else:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
