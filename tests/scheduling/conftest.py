@@ -26,6 +26,13 @@ class Sent(Middleware):
     def occurrences(self, actor_name: str) -> list[int]:
         return [message.options["cron_occurrence"] for message in self.of(actor_name)]
 
+    def by_job(self, actor_name: str) -> dict[str, list[int]]:
+        """Occurrences sent for ``actor_name``, by cron job name."""
+        found: dict[str, list[int]] = {}
+        for message in self.of(actor_name):
+            found.setdefault(message.options["cron_job"], []).append(message.options["cron_occurrence"])
+        return found
+
 
 @pytest.fixture
 def sent(stub_broker: Any) -> Sent:

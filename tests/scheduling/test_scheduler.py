@@ -104,9 +104,7 @@ def test_dst_skipped_hour_runs_fixed_jobs_once_an_hour_later(
         pass
 
     run_day(stub_broker, stub_backend, clock, utc(2026, 3, 28, 23), 4)  # 00:00 to 05:00 Paris
-    by_job: dict[str, list[int]] = {}
-    for message in sent.of("job"):
-        by_job.setdefault(message.options["cron_job"], []).append(message.options["cron_occurrence"])
+    by_job = sent.by_job("job")
     assert by_job["fixed"] == [utc(2026, 3, 29, 1, 30)]  # 03:30 CEST
     assert by_job["half-hourly"] == [
         utc(2026, 3, 28, 23, 30),  # 00:30 CET
@@ -132,9 +130,7 @@ def test_dst_repeated_hour_runs_fixed_jobs_once_and_wildcard_hours_twice(
         pass
 
     run_day(stub_broker, stub_backend, clock, utc(2026, 10, 24, 22), 5)  # 00:00 CEST to 04:00 CET
-    by_job: dict[str, list[int]] = {}
-    for message in sent.of("job"):
-        by_job.setdefault(message.options["cron_job"], []).append(message.options["cron_occurrence"])
+    by_job = sent.by_job("job")
     assert by_job["fixed"] == [utc(2026, 10, 25, 0, 30)]  # 02:30 CEST only
     assert by_job["hourly"] == [
         utc(2026, 10, 24, 23),  # 01:00 CEST
