@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from dramatiq import Message
@@ -61,6 +62,12 @@ MISSED_LOOKBACK = 3_600_000
 
 #: The timer job that polls the backend.
 POLL_JOB = "__dramatiq_resilience_poll__"
+
+
+def iso(ms: int) -> str:
+    """An occurrence for log lines: ``2026-01-01T03:00:00.000Z``."""
+    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 class Scheduler:
@@ -265,8 +272,8 @@ class Scheduler:
             self._send(job, CronSend(occurrence, message_id), coalesced=max(0, coalesced))
         elif claim.status in ("disabled", "overlap"):
             self.logger.info(
-                "Skipped occurrence %d of cron job %r: %s.",
-                occurrence,
+                "Skipped occurrence %s of cron job %r: %s.",
+                iso(occurrence),
                 job.name,
                 "the job is disabled"
                 if claim.status == "disabled"
@@ -277,9 +284,9 @@ class Scheduler:
             )
         elif claim.status == "missed":
             self.logger.warning(
-                "Missed occurrence %d of cron job %r: no scheduler sent it within its grace of %d "
+                "Missed occurrence %s of cron job %r: no scheduler sent it within its grace of %d "
                 "milliseconds (it is %d milliseconds late).",
-                occurrence,
+                iso(occurrence),
                 job.name,
                 job.misfire_grace,
                 now - occurrence,
@@ -290,15 +297,15 @@ class Scheduler:
         """Send what a dead claimer left unconfirmed; report what is too old to send."""
         for send in claim.recovered:
             self.logger.warning(
-                "Sending occurrence %d of cron job %r again: the scheduler that claimed it did not confirm.",
-                send.occurrence_ms,
+                "Sending occurrence %s of cron job %r again: the scheduler that claimed it did not confirm.",
+                iso(send.occurrence_ms),
                 job.name,
             )
             self._send(job, send, recovered=True)
         for send in claim.expired:
             self.logger.error(
-                "Occurrence %d of cron job %r was claimed but never confirmed sent within its grace.",
-                send.occurrence_ms,
+                "Occurrence %s of cron job %r was claimed but never confirmed sent within its grace.",
+                iso(send.occurrence_ms),
                 job.name,
             )
             events.emit(
@@ -352,9 +359,9 @@ class Scheduler:
         except BackendError as exc:
             self.outage.failed(exc, action="leave the send unconfirmed")
         self.logger.info(
-            "Cron job %r fired occurrence %d as message %r%s.",
+            "Cron job %r fired occurrence %s as message %r%s.",
             job.name,
-            send.occurrence_ms,
+            iso(send.occurrence_ms),
             send.message_id,
             f" (coalescing {coalesced} missed)" if coalesced else "",
         )

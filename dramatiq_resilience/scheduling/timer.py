@@ -13,6 +13,7 @@ when APScheduler skipped a wake-up, and testable without APScheduler.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +27,11 @@ from .schedules import Schedule
 __all__ = ["OccurrenceExecutor", "ScheduleTrigger", "Timer"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+#: APScheduler's own log lines ("Added job...", "Scheduler started") repeat what the
+#: scheduler logs in every worker process; only its warnings and errors are kept.
+_aps_logger = logging.getLogger(f"{__name__}.apscheduler")
+_aps_logger.setLevel(logging.WARNING)
 
 #: ``callback(job_id, run_times_ms)``.
 Callback = Callable[[str, Sequence[int]], None]
@@ -94,6 +100,7 @@ class Timer:
             # The callback derives occurrences itself; APScheduler must neither drop
             # late run times nor queue a second call behind a slow one.
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            logger=_aps_logger,
         )
 
     def add(self, job_id: str, schedule: Schedule) -> None:
