@@ -73,6 +73,11 @@ class CronJob:
     misfire_grace: int = DEFAULT_MISFIRE_GRACE
     overlap: str = "skip"
     overlap_lease: int = DEFAULT_OVERLAP_LEASE
+    #: Milliseconds after its start during which a scheduler sends none of this
+    #: job's occurrences (other schedulers keep sending them).  0 for cron jobs;
+    #: one interval for scans, so that a short-lived worker (a test, a one-off
+    #: command) does not run them.
+    warm_up: int = 0
 
     @property
     def actor_name(self) -> str:

@@ -3,7 +3,9 @@
 A scan is a named operation run periodically: the scheduler sends its actor
 (``dramatiq_resilience.scan.<name>`` on queue ``dramatiq_resilience``) as the
 interval job ``scan:<name>``, so any number of schedulers run each tick once,
-and a worker runs it like any job (time limit, failures, metrics).  Each run
+and a worker runs it like any job (time limit, failures, metrics).  A
+scheduler sends no scan during its first interval (``CronJob.warm_up``): the
+schedulers already running do, and a short-lived worker runs none.  Each run
 logs what it did and emits ``scan_completed`` with its counts (``scan_failed``
 when it raises).
 
@@ -224,6 +226,7 @@ def scan_jobs(
                 misfire_grace=max(1_000, interval),
                 overlap="skip",
                 overlap_lease=max(2 * scan.time_limit, interval),
+                warm_up=interval,
             )
         )
     return jobs

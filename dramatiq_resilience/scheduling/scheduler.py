@@ -128,6 +128,7 @@ class Scheduler:
         self.outage = OutageLog("Scheduler", self.logger)
         self.jobs: dict[str, CronJob] = {}
         self._evaluated: dict[str, int] = {}
+        self._warm_until: dict[str, int] = {}
         self._recover_at: dict[str, int] = {}
         self._unregistered: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
@@ -159,6 +160,8 @@ class Scheduler:
         now = self.clock.now_ms()
         for name in self.jobs:
             self._evaluated[name] = now
+            if self.jobs[name].warm_up:
+                self._warm_until[name] = now + self.jobs[name].warm_up - 1
         self._unregistered = set(self.jobs)
         self._register(now)
         self._stopping.clear()
@@ -233,7 +236,8 @@ class Scheduler:
         with self._locks[name]:
             now = self.clock.now_ms()
             upto = now if hint_ms is None else max(now, hint_ms)
-            occurrences = job.schedule.between(self._evaluated[name], upto)
+            since = max(self._evaluated[name], self._warm_until.get(name, 0))
+            occurrences = job.schedule.between(since, upto)
             if not occurrences:
                 return None
             runnable = [moment for moment in occurrences if now - moment <= job.misfire_grace]
