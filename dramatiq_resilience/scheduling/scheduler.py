@@ -27,9 +27,7 @@ requests (``dramatiq-resilience cron run-now``), taken by one instance each.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from dramatiq import Message
@@ -40,11 +38,12 @@ from .. import events
 from ..backends.base import StateBackend
 from ..backends.cron import CronClaim, CronSend
 from ..clock import Clock, SystemClock
-from ..enqueue import internal_enqueue
 from ..errors import BackendError, ConfigurationError
+from ..options import milliseconds
 from ..outage import OutageLog
 from .cron import CronJob, occurrence_message_id
 from .cron import jobs as declared_jobs
+from .sender import Sender, iso
 from .timer import Timer
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_SEND_LEASE", "POLL_JOB", "Scheduler"]
@@ -64,10 +63,11 @@ MISSED_LOOKBACK = 3_600_000
 POLL_JOB = "__dramatiq_resilience_poll__"
 
 
-def iso(ms: int) -> str:
-    """An occurrence for log lines: ``2026-01-01T03:00:00.000Z``."""
-    moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+def _checked(name: str, check: Any, value: Any) -> Any:
+    try:
+        return check(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(str(exc), option=name) from None
 
 
 class Scheduler:
@@ -122,8 +122,8 @@ class Scheduler:
         self.scans = scans if scans is not None else getattr(settings, "scans", True)
         self.scan_every = dict(scan_every if scan_every is not None else getattr(settings, "scan_every", {}))
         self.clock: Clock = clock or SystemClock()
-        self.poll_interval = poll_interval
-        self.send_lease = send_lease
+        self.poll_interval = _checked("poll_interval", milliseconds(minimum=100), poll_interval)
+        self.send_lease = _checked("send_lease", milliseconds(minimum=1_000), send_lease)
         self.max_workers = max_workers
         self.outage = OutageLog("Scheduler", self.logger)
         self.jobs: dict[str, CronJob] = {}
@@ -134,6 +134,14 @@ class Scheduler:
         self._locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
         self._timer: Timer | None = None
+        self.sender = Sender(
+            broker,
+            backend,
+            clock=self.clock,
+            send_lease=send_lease,
+            stopping=self._stopping,
+            outage=self.outage,
+        )
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -273,7 +281,7 @@ class Scheduler:
     ) -> None:
         fields: dict[str, Any] = {"job": job.name, "actor_name": job.actor_name, "occurrence_ms": occurrence}
         if claim.status == "claimed":
-            self._send(job, CronSend(occurrence, message_id), coalesced=max(0, coalesced))
+            self.sender.send(job, CronSend(occurrence, message_id), coalesced=max(0, coalesced))
         elif claim.status in ("disabled", "overlap"):
             self.logger.info(
                 "Skipped occurrence %s of cron job %r: %s.",
@@ -305,7 +313,7 @@ class Scheduler:
                 iso(send.occurrence_ms),
                 job.name,
             )
-            self._send(job, send, recovered=True)
+            self.sender.send(job, send, recovered=True)
         for send in claim.expired:
             self.logger.error(
                 "Occurrence %s of cron job %r was claimed but never confirmed sent within its grace.",
@@ -321,67 +329,6 @@ class Scheduler:
                 reason="unsent",
             )
 
-    def _enqueue(self, message: Message[Any], delay: int) -> bool:
-        """Enqueue with retries for up to half the send lease (then another instance takes over)."""
-        attempts, backoff = 0, 0.1
-        deadline_ms = self.clock.now_ms() + self.send_lease // 2
-        while True:
-            try:
-                with internal_enqueue("scheduled"):
-                    self.broker.enqueue(message, delay=delay or None)
-                return True
-            except Exception as exc:
-                attempts += 1
-                if self._stopping.is_set() or self.clock.now_ms() >= deadline_ms:
-                    self.logger.error(
-                        "Could not send message %r of cron job %r after %d attempt(s): %s. Another "
-                        "scheduler takes the send over in %d milliseconds.",
-                        message.message_id,
-                        message.options.get("cron_job"),
-                        attempts,
-                        exc,
-                        self.send_lease,
-                    )
-                    events.emit(
-                        "cron_send_failed",
-                        job=message.options.get("cron_job"),
-                        actor_name=message.actor_name,
-                        message_id=message.message_id,
-                        error=exc,
-                    )
-                    return False
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-
-    def _send(self, job: CronJob, send: CronSend, *, coalesced: int = 0, recovered: bool = False) -> None:
-        message = job.message(send.message_id, occurrence_ms=send.occurrence_ms)
-        delay = job.delay_for(send.message_id)
-        if not self._enqueue(message, delay):
-            return
-        try:
-            self.backend.cron_sent(job.name, send.message_id, occurrence_ms=send.occurrence_ms)
-        except BackendError as exc:
-            self.outage.failed(exc, action="leave the send unconfirmed")
-        self.logger.info(
-            "Cron job %r fired occurrence %s as message %r%s.",
-            job.name,
-            iso(send.occurrence_ms),
-            send.message_id,
-            f" (coalescing {coalesced} missed)" if coalesced else "",
-        )
-        events.emit(
-            "cron_fired",
-            job=job.name,
-            actor_name=job.actor_name,
-            queue_name=job.queue_name,
-            occurrence_ms=send.occurrence_ms,
-            message_id=send.message_id,
-            delay_ms=delay,
-            coalesced=coalesced,
-            recovered=recovered,
-            run_now=False,
-        )
-
     # -- run now and polling -------------------------------------------------------------
 
     def run_now(self, name: str) -> Message[Any]:
@@ -390,29 +337,7 @@ class Scheduler:
         Raises:
           KeyError: if this scheduler has no job ``name``.
         """
-        job = self.jobs.get(name) or declared_jobs(self.broker)[name]
-        message_id = str(uuid.uuid4())
-        message = job.message(message_id, occurrence_ms=None)
-        with internal_enqueue("scheduled"):
-            self.broker.enqueue(message)
-        try:
-            self.backend.cron_sent(name, message_id, lease_ms=job.overlap_lease)
-        except BackendError as exc:
-            self.outage.failed(exc, action="run the job without recording it")
-        self.logger.info("Cron job %r run now as message %r.", name, message_id)
-        events.emit(
-            "cron_fired",
-            job=name,
-            actor_name=job.actor_name,
-            queue_name=job.queue_name,
-            occurrence_ms=None,
-            message_id=message_id,
-            delay_ms=0,
-            coalesced=0,
-            recovered=False,
-            run_now=True,
-        )
-        return message
+        return self.sender.run_now(self.jobs.get(name) or declared_jobs(self.broker)[name])
 
     def poll(self) -> None:
         """Take run-now requests, check overdue unconfirmed sends, retry failed registrations."""

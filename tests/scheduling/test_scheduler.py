@@ -349,3 +349,31 @@ def test_a_backend_outage_delays_the_occurrence_within_grace(
     clock.advance(2_000)
     scheduler.tick()
     assert sent.occurrences("tick") == [T0 + 10_000]
+
+
+def test_a_send_the_broker_refused_is_retried_by_the_next_claim(
+    world: World, sent: Sent, tick_actor: Any, captured: list[dr.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broker down: the send fails after retries (cron_send_failed); after the send lease it goes out."""
+    broker, clock = world.broker, world.clock
+    dr.schedule(tick_actor, every=10_000, overlap="allow")
+    scheduler = make_scheduler(broker, world.backend, clock, send_lease=1_000)
+    enqueue = broker.enqueue
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(broker, "enqueue", down)
+    clock.advance(10_000)
+    scheduler.tick()  # retries for half the send lease (0.5 s), then gives up
+    assert [(e["job"], type(e["error"]).__name__) for e in named(captured, "cron_send_failed")] == [
+        ("tick", "ConnectionError")
+    ]
+    monkeypatch.setattr(broker, "enqueue", enqueue)
+    clock.advance(10_000)
+    scheduler.tick()
+    assert sent.occurrences("tick") == [T0 + 10_000, T0 + 20_000]
+    assert [(e["occurrence_ms"], e["recovered"]) for e in named(captured, "cron_fired")] == [
+        (T0 + 10_000, True),
+        (T0 + 20_000, False),
+    ]
