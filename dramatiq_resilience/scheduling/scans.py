@@ -79,7 +79,7 @@ class ScanContext:
     @property
     def settings(self) -> Any:
         """The ``Scheduling`` middleware on the broker, or ``None``."""
-        return None if self.stack is None else self.stack.middleware.get("scheduling")
+        return _scheduling(self.broker)
 
 
 #: ``operation(context) -> {count name: count}``.
@@ -96,6 +96,12 @@ class Scan:
     applies: Callable[[Broker], bool]
     time_limit: int = DEFAULT_SCAN_TIME_LIMIT
     description: str = ""
+
+
+def _scheduling(broker: Broker) -> Any:
+    from .middleware import Scheduling
+
+    return next((m for m in broker.middleware if isinstance(m, Scheduling)), None)
 
 
 _scans: dict[str, Scan] = {}
@@ -238,13 +244,17 @@ def run_scan(broker: Broker, name: str) -> dict[str, int]:
 
     scan = registered_scans()[name]
     stack = installed(broker)
-    if stack is None:
+    # Without install(), the Scheduling middleware added by hand knows the backend.
+    backend = stack.backend if stack is not None else getattr(_scheduling(broker), "backend", None)
+    if backend is None:
         raise ConfigurationError(
-            "the broker has no resilience stack: call dr.install(broker, backend=...)", job=f"scan:{name}"
+            "the broker has neither a resilience stack nor the Scheduling middleware: call "
+            "dr.install(broker, backend=...)",
+            job=f"scan:{name}",
         )
     started = time.monotonic()
     try:
-        context = ScanContext(name, broker, stack.backend, stack, stack.backend.now_ms())
+        context = ScanContext(name, broker, backend, stack, backend.now_ms())
         counts = dict(scan.operation(context) or {})
     except Exception as exc:
         duration = int((time.monotonic() - started) * 1000)

@@ -13,6 +13,7 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 import dramatiq_resilience as dr
+from dramatiq_resilience.backends.cron import InflightMessage
 from dramatiq_resilience.scheduling import occurrence_message_id, run_scan
 from dramatiq_resilience.scheduling.scans import SCAN_QUEUE, registered_scans
 
@@ -364,3 +365,15 @@ def test_dead_letter_scans_run_the_store_operations_when_the_piece_is_installed(
     assert store.calls == [("trim", None), ("redrive_due", stub_broker), ("import_from", stub_broker)]
     store.redrive = ()  # no redrive policy: nothing to redrive, no scan
     assert "scan:dead_letters_redrive" not in dr.Scheduler(stub_broker, clock=clock).start(timer=False).jobs
+
+
+def test_scans_work_with_the_middleware_added_by_hand(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend, clock: dr.FakeClock
+) -> None:
+    """Without install(), Scheduling added with add_middleware gives scans their backend and settings."""
+    stub_broker.add_middleware(dr.Scheduling(backend=stub_backend, stalled_after=1_000))
+    stub_backend.cron_inflight_publish(
+        "host:1", [InflightMessage("m1", "report", "default", clock.now_ms())], ttl_ms=30_000
+    )
+    clock.advance(1_000)
+    assert run_scan(stub_broker, "stalled") == {"processes": 1, "running": 1, "stalled": 1}
