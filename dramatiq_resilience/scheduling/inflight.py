@@ -51,21 +51,26 @@ class InflightTracker:
         self.clock: Clock = clock or getattr(backend, "clock", None) or SystemClock()
         self.outage = OutageLog("InflightTracker", self.logger)
         self.process = ""
-        self._running: dict[str, InflightMessage] = {}
+        # message id -> (actor, queue, started ms): a tuple, the cheapest thing to build per message.
+        self._running: dict[str, tuple[str, str, int]] = {}
+        self._now = self.clock.now_ms
         self._published_something = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def started(self, message: Any) -> None:
-        self._running[message.message_id] = InflightMessage(
-            message.message_id, message.actor_name, q_name(message.queue_name), self.clock.now_ms()
-        )
+        """``message`` (a ``Message``, not its proxy: attribute access is cheaper) started."""
+        self._running[message.message_id] = (message.actor_name, message.queue_name, self._now())
 
     def finished(self, message: Any) -> None:
         self._running.pop(message.message_id, None)
 
     def snapshot(self) -> list[InflightMessage]:
-        return sorted(list(self._running.values()), key=lambda m: (m.started_ms, m.message_id))
+        running = [
+            InflightMessage(message_id, actor, q_name(queue), started)
+            for message_id, (actor, queue, started) in list(self._running.items())
+        ]
+        return sorted(running, key=lambda m: (m.started_ms, m.message_id))
 
     def publish(self) -> None:
         """Publish the current snapshot (nothing when idle and already published empty)."""

@@ -136,14 +136,17 @@ class Scheduling(ResilienceMiddleware):
     # -- deliveries ---------------------------------------------------------------------
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        self.tracker.started(message)
-        self._local.current = message.message_id
-        self._local.reenqueued = False
-        job = message.options.get("cron_job")
+        # Every message comes through here: read the Message behind the proxy directly.
+        raw = getattr(message, "_message", message)
+        self.tracker.started(raw)
+        local = self._local
+        local.current = raw.message_id
+        local.reenqueued = False
+        job = raw.options.get("cron_job")
         if not isinstance(job, str):
             return
         scratch(message, "scheduling")["started"] = time.monotonic()
-        lease = message.options.get("cron_lease")
+        lease = raw.options.get("cron_lease")
         try:
             self.backend.cron_started(
                 job, message.message_id, lease_ms=lease if isinstance(lease, int) else DEFAULT_OVERLAP_LEASE
@@ -160,11 +163,13 @@ class Scheduling(ResilienceMiddleware):
             self._local.reenqueued = True
 
     def _finish(self, broker: Broker, message: Any, status: str, error: BaseException | None) -> None:
-        self.tracker.finished(message)
-        reenqueued = bool(getattr(self._local, "reenqueued", False))
-        self._local.current = None
-        self._local.reenqueued = False
-        job = message.options.get("cron_job")
+        raw = getattr(message, "_message", message)
+        self.tracker.finished(raw)
+        local = self._local
+        reenqueued = getattr(local, "reenqueued", False)
+        local.current = None
+        local.reenqueued = False
+        job = raw.options.get("cron_job")
         if not isinstance(job, str):
             return
         if reenqueued and status != "succeeded":
