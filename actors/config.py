@@ -11,6 +11,7 @@ import os
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage
 
 import dramatiq_resilience as dr
 
@@ -38,6 +39,8 @@ else:
     backend = dr.StubBackend()
     ledger = MemoryLedger()
 
+# CurrentMessage lets the maintenance heartbeat see which cron occurrence it runs.
+broker.add_middleware(CurrentMessage())
 stack = dr.install(broker, backend=backend)
 dramatiq.set_broker(broker)
 

@@ -5,12 +5,14 @@ Each scene sends work to the app, waits for it, and returns summary lines.
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Any
 
 import dramatiq_resilience as dr
 
 from . import gateway, maintenance, payments, webhooks
-from .config import ledger
+from .config import backend, ledger
 
 
 def dead_lettered(ctx: Any, queue_name: str) -> int:
@@ -138,4 +140,44 @@ def duplicates_scene(ctx: Any) -> list[str]:
     ]
 
 
-SCENES = [payments_scene, dead_letters_scene, webhooks_scene, maintenance_scene, duplicates_scene]
+def cron_scene(ctx: Any) -> list[str]:
+    """Cron jobs fired exactly once"""
+    jobs = dr.CronJobs(backend)
+    schedulers = "this process's worker" if ctx.mode == "in-process" else "every worker process"
+    ctx.say(f"maintenance.heartbeat fires every second from the scheduler in {schedulers}")
+
+    def runs() -> dict[str, int]:
+        return ledger.table("heartbeats")
+
+    started = int(time.time() * 1000)
+    ctx.wait_for(lambda: len([o for o in runs() if o.isdigit() and int(o) > started]) >= 3, timeout=20)
+    seen = runs()
+    fresh = sorted(int(o) for o in seen if o.isdigit() and int(o) > started)[:3]
+    consecutive = all(b - a == 1_000 for a, b in itertools.pairwise(fresh))
+    once = all(seen[str(o)] == 1 for o in fresh)
+    twice = sum(1 for o, n in seen.items() if o.isdigit() and n > 1)
+    jobs.disable("maintenance.heartbeat")
+    disabled_at = int(time.time() * 1000)
+    ctx.say("disabled it; waiting 2 s, then asking for a run now")
+    time.sleep(2.0)
+    after = sum(n for o, n in runs().items() if o.isdigit() and int(o) > disabled_at)
+    jobs.run_now("maintenance.heartbeat")
+    ctx.wait_for(lambda: runs().get("run-now", 0) >= 1, timeout=20)
+    jobs.enable("maintenance.heartbeat")
+    kind = "consecutive occurrences" if consecutive else "occurrences WITH GAPS"
+    verdict = "each ran exactly once" if once else "SOME RAN MORE THAN ONCE"
+    manual = runs().get("run-now", 0)
+    return [
+        f"maintenance.heartbeat (every 1 s): {len(fresh)} {kind}, {verdict}; {twice} occurrences ran twice",
+        f"disabled: {after} runs in the next 2 s; run-now while disabled: ran {manual} time(s)",
+    ]
+
+
+SCENES = [
+    payments_scene,
+    dead_letters_scene,
+    webhooks_scene,
+    maintenance_scene,
+    duplicates_scene,
+    cron_scene,
+]

@@ -22,7 +22,13 @@ from typing import Any
 from .harness import private_redis
 
 #: Modules holding rows, in the order they run (``bare`` first).
-ROW_MODULES = ["benchmarks.bare", "benchmarks.dedup", "benchmarks.limiter", "benchmarks.dead_letters"]
+ROW_MODULES = [
+    "benchmarks.bare",
+    "benchmarks.dedup",
+    "benchmarks.limiter",
+    "benchmarks.dead_letters",
+    "benchmarks.scheduling",
+]
 
 RowFunction = Callable[["Context"], dict[str, Any]]
 _rows: dict[str, RowFunction] = {}

@@ -39,6 +39,7 @@ from .errors import (
     ResilienceError,
     TooManyDeferrals,
     UniqueEnqueueUnavailable,
+    UnknownJob,
 )
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
@@ -50,6 +51,17 @@ from .middleware.dedup_claims import Claim, current_claim
 from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .scheduling import (
+    CronJob,
+    CronJobs,
+    Scan,
+    ScanContext,
+    Scheduler,
+    Scheduling,
+    cron,
+    register_scan,
+    schedule,
+)
 
 __version__ = "0.1.0"
 
@@ -63,6 +75,8 @@ __all__ = [
     "Concurrency",
     "ConfigurationError",
     "CorruptRecord",
+    "CronJob",
+    "CronJobs",
     "DeadLetterFilter",
     "DeadLetterPage",
     "DeadLetterRecord",
@@ -88,6 +102,10 @@ __all__ = [
     "ResilienceError",
     "ResilienceMiddleware",
     "RetryGuard",
+    "Scan",
+    "ScanContext",
+    "Scheduler",
+    "Scheduling",
     "SlidingWindowLimiter",
     "Stack",
     "StateBackend",
@@ -95,9 +113,11 @@ __all__ = [
     "SystemClock",
     "TooManyDeferrals",
     "UniqueEnqueueUnavailable",
+    "UnknownJob",
     "UnreadableRecord",
     "WindowUsage",
     "__version__",
+    "cron",
     "current_claim",
     "defer",
     "emit",
@@ -106,6 +126,8 @@ __all__ = [
     "installed",
     "internal_enqueue",
     "is_producer_send",
+    "register_scan",
+    "schedule",
     "send_unique",
     "send_unique_with_options",
     "subscribe",

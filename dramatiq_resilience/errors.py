@@ -36,6 +36,7 @@ __all__ = [
     "ResilienceError",
     "TooManyDeferrals",
     "UniqueEnqueueUnavailable",
+    "UnknownJob",
 ]
 
 
@@ -316,3 +317,17 @@ class QueueOverloaded(ResilienceError, MiddlewareError):
         self.queue_name = queue_name
         self.depth = depth
         self.threshold = threshold
+
+
+class UnknownJob(ResilienceError, LookupError):
+    """No scheduler ever registered a cron job of that name (enable, disable, run-now).
+
+    Attributes:
+      job: the name asked for.
+      known: the names of the registered jobs.
+    """
+
+    def __init__(self, message: str, *, job: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.job = job
+        self.known = known

@@ -8,6 +8,8 @@ Retries``):
 ==================  ==========================================================
 ``RetryGuard``      first: its before-hook must see every message, and its
                     after-hook must run after ``Retries``
+``Scheduling``      second, for the same reasons: it tracks every delivery and
+                    must see whether ``Retries`` re-enqueued a failed cron run
 pieces that check   before ``Retries``, in the order the registry lists them
 before processing   (breaker, then deduplication, then limits), after
                     ``AgeLimit`` so that expired messages take nothing
@@ -34,6 +36,7 @@ from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .scheduling.middleware import Scheduling
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
 
@@ -62,6 +65,10 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    # Right after the guard: sees every delivery, and its after-hooks run after Retries.
+    Piece(
+        "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
+    ),
     Piece("dedup", Deduplication, lambda backend, **kwargs: Deduplication(backend=backend, **kwargs)),
     Piece(
         "limiter",

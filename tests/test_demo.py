@@ -51,6 +51,9 @@ Duplicate webhooks and a double-clicked payment
   webhooks: 10 events delivered exactly once, 0 twice
   payments: order-101 clicked twice: the second click got the same message
   payments: a plain resend of order-101 was refused (DuplicateMessage); order-101 charged 1 time(s)
+Cron jobs fired exactly once
+  maintenance.heartbeat (every 1 s): 3 consecutive occurrences, each ran exactly once; 0 occurrences ran twice
+  disabled: 0 runs in the next 2 s; run-now while disabled: ran 1 time(s)
 """
 
 

@@ -21,12 +21,13 @@ def names(broker: Any) -> list[str]:
 
 
 def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """RetryGuard goes first; Dramatiq's own middleware keep their order; checks go before Retries."""
+    """RetryGuard goes first, Scheduling second; checks before Retries; Dramatiq's own keep their order."""
     before = names(stub_broker)
     stack = dr.install(stub_broker, backend=stub_backend)
     retries = before.index("Retries")
     assert names(stub_broker) == [
         "RetryGuard",
+        "Scheduling",
         *before[:retries],
         "Deduplication",
         "SlidingWindowLimiter",
@@ -50,7 +51,13 @@ def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.S
     """guard=False leaves the guard out."""
     before = names(stub_broker)
     stack = dr.install(
-        stub_broker, backend=stub_backend, guard=False, dedup=False, limiter=False, dead_letters=False
+        stub_broker,
+        backend=stub_backend,
+        guard=False,
+        scheduling=False,
+        dedup=False,
+        limiter=False,
+        dead_letters=False,
     )
     assert names(stub_broker) == before
     with pytest.raises(AttributeError, match="the 'guard' piece is not installed"):

@@ -19,30 +19,37 @@ STACK = os.environ.get("BENCH_STACK", "bare")
 broker = RedisBroker(url=URL, namespace=f"{NAMESPACE}-broker")
 ACTOR_OPTIONS: dict[str, Any] = {}
 
+#: The pieces each row installs (besides the guard, which every stack has).
+#: Each row measures its own piece, so the others are switched off.
+PIECES = ("dedup", "limiter", "dead_letters", "scheduling")
+STACKS = {
+    "guard": (),
+    "dedup": ("dedup",),
+    "dedup_skip": ("dedup",),
+    "limiter": ("limiter",),
+    "dead_letters": ("dead_letters",),
+    "scheduling": ("scheduling",),
+    "full_stack": PIECES,
+}
+
 if STACK != "bare":
     import dramatiq_resilience as dr
 
+    if STACK not in STACKS:
+        raise SystemExit(f"unknown BENCH_STACK {STACK!r}; known: bare, {', '.join(STACKS)}")
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
-    if STACK == "guard":
-        dr.install(broker, backend=backend, dead_letters=False)
-    elif STACK == "dead_letters":
-        dr.install(broker, backend=backend)
-    elif STACK == "dedup":
+    dr.install(broker, backend=backend, **{piece: piece in STACKS[STACK] for piece in PIECES})
+    if STACK == "dedup":
         # The happy path: every delivery claims a fresh key, then completes it.
         import uuid
 
-        dr.install(broker, backend=backend)
         ACTOR_OPTIONS["dedup_key"] = lambda n: f"noop:{uuid.uuid4().hex}"
     elif STACK == "dedup_skip":
         # Skipped duplicates: every message carries one key, completed by the first.
-        dr.install(broker, backend=backend)
         ACTOR_OPTIONS.update(dedup_key="noop-duplicate", dedup_payload_check=False)
     elif STACK == "limiter":
-        dr.install(broker, backend=backend)
         # Never binding (a billion per second), one budget per n % 16: the row measures the cost.
         ACTOR_OPTIONS["rate_limits"] = dr.Limit(10**9, per=1_000, key=lambda n: str(n % 16))
-    else:
-        raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 
 dramatiq.set_broker(broker)
 

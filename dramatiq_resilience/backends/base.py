@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 
+from .cron import CronOps
 from .dead_letters import DeadLetterOps
 from .dedup import DedupOps
 from .keys import Keyed
@@ -38,7 +39,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
+class StateBackend(Keyed, CronOps, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

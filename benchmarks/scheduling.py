@@ -1,0 +1,41 @@
+"""The Scheduling piece: what a scheduler in every worker process costs the message path.
+
+``Scheduling`` (on by default in ``install()``) tracks every delivery in
+memory for the stalled scan and talks to the backend only for cron messages
+and in the background (claims, a run-now poll every 2 s, an in-flight
+snapshot every 10 s).  So plain messages should go as fast as with the guard
+alone, with no extra round trip per message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bare import cli_row
+from .runner import Context, row
+
+#: The least throughput, relative to the guard-only row, that passes.
+MIN_RATIO_VS_GUARD = 0.9
+
+#: The most extra Redis round trips per message, relative to the guard-only row, that pass.
+MAX_EXTRA_ROUND_TRIPS = 0.02
+
+
+@row("scheduling")
+def scheduling(context: Context) -> dict[str, Any]:
+    """RetryGuard + Scheduling (a scheduler in each of the 2 worker processes) through the CLI run."""
+    result = cli_row(context, "scheduling")
+    guard = context.results.get("guard")
+    if guard is None:
+        result["verdict"] = "no guard row to compare with (run it too)"
+        return result
+    ratio = result["msgs_per_s"] / guard["msgs_per_s"]
+    extra = result["redis_commands_per_msg"] - guard["redis_commands_per_msg"]
+    result["ratio_vs_guard"] = round(ratio, 3)
+    result["extra_round_trips_per_msg"] = round(extra, 3)
+    ok = ratio >= MIN_RATIO_VS_GUARD and extra <= MAX_EXTRA_ROUND_TRIPS
+    result["verdict"] = (
+        f"{'pass' if ok else 'FAIL'}: {ratio:.2f}x the guard's throughput (target >= {MIN_RATIO_VS_GUARD}), "
+        f"{extra:+.3f} round trips per message (target <= {MAX_EXTRA_ROUND_TRIPS})"
+    )
+    return result

@@ -1,0 +1,11 @@
+-- broker_dead_workers: the RedisBroker workers whose heartbeat is too old.
+--
+-- Runs on the *broker's* Redis (not the state backend), on Dramatiq's keys.
+-- KEYS[1]: Dramatiq's heartbeats (sorted set <ns>:__heartbeats__, worker id scored by last command).
+-- ARGV[1]: now in milliseconds, or "" for the server clock (see _prelude.lua).
+-- ARGV[2]: the broker's heartbeat timeout in milliseconds.
+-- Returns: the ids of workers whose last heartbeat is at or before now - timeout.
+--
+-- Race closed: none by itself (a read); the requeue script checks each
+-- worker's heartbeat again atomically before it moves anything.
+return redis.call("zrangebyscore", KEYS[1], "-inf", now_ms() - tonumber(ARGV[2]))

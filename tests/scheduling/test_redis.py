@@ -1,0 +1,262 @@
+"""The scheduler on Redis: dead-worker recovery, the CLI, and real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+import dramatiq_resilience as dr
+from dramatiq_resilience.cli import main
+from dramatiq_resilience.scheduling.dead_workers import recover_dead_workers
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMAND = str(Path(sys.executable).parent / "dramatiq-resilience")
+
+
+def fetch_as_worker(broker: RedisBroker, queue: str, count: int) -> RedisBroker:
+    """Fetch ``count`` messages as another worker (its own broker id), leaving them unacked."""
+    other = RedisBroker(
+        client=broker.client, namespace=broker.namespace, heartbeat_timeout=broker.heartbeat_timeout
+    )
+    other.do_fetch(queue, count)
+    return other
+
+
+def test_dead_workers_messages_go_back_to_their_queues(redis_broker: RedisBroker) -> None:
+    """Ack sets of workers silent for heartbeat_timeout are requeued; live workers are untouched."""
+    redis_broker.heartbeat_timeout = 10_000
+    client = redis_broker.client
+
+    @dramatiq.actor(max_retries=0)
+    def work(n: int) -> None: ...
+
+    for n in range(6):
+        work.send(n)
+    work.send_with_options(args=(99,), delay=60_000)
+    dead = fetch_as_worker(redis_broker, "default", 4)
+    dead.do_fetch("default.DQ", 1)
+    alive = fetch_as_worker(redis_broker, "default", 2)
+    heartbeats = f"{redis_broker.namespace}:__heartbeats__"
+    now = 1_800_000_000_000
+    # Pin the heartbeats: the sender and `alive` spoke just now, `dead` 10 s ago.
+    client.zadd(heartbeats, {redis_broker.broker_id: now, alive.broker_id: now, dead.broker_id: now - 10_000})
+    assert client.llen(f"{redis_broker.namespace}:default") == 0
+    assert recover_dead_workers(redis_broker, now_ms=now - 1).dead_workers == []  # 1 ms short of the timeout
+    report = recover_dead_workers(redis_broker, now_ms=now)  # silent for the timeout: dead, as Dramatiq says
+    assert (report.dead_workers, report.requeued) == ([dead.broker_id], {"default": 4, "default.DQ": 1})
+    assert client.llen(f"{redis_broker.namespace}:default") == 4
+    assert client.llen(f"{redis_broker.namespace}:default.DQ") == 1
+    assert client.scard(f"{redis_broker.namespace}:__acks__.{alive.broker_id}.default") == 2
+    assert client.exists(f"{redis_broker.namespace}:__acks__.{dead.broker_id}.default") == 0
+    assert client.zscore(heartbeats, dead.broker_id) is None
+    again = recover_dead_workers(redis_broker, now_ms=now + 1)
+    assert (again.dead_workers, again.messages) == ([], 0)
+
+
+def test_a_worker_that_beats_again_is_not_recovered(redis_broker: RedisBroker) -> None:
+    """The requeue script re-checks heartbeats: a worker that spoke since the listing keeps its messages."""
+    redis_broker.heartbeat_timeout = 10_000
+
+    @dramatiq.actor(max_retries=0)
+    def work(n: int) -> None: ...
+
+    for n in range(3):
+        work.send(n)
+    worker = fetch_as_worker(redis_broker, "default", 3)
+    key = f"{redis_broker.namespace}:__heartbeats__"
+    beat = 1_800_000_000_000
+    redis_broker.client.zadd(key, {redis_broker.broker_id: beat + 10_000, worker.broker_id: beat})
+    from dramatiq_resilience.scheduling import dead_workers
+
+    listed = dead_workers._script(redis_broker.client, "broker_dead_workers")(
+        keys=[key], args=[beat + 10_000, 10_000]
+    )
+    assert [w.decode() for w in listed] == [worker.broker_id]
+    redis_broker.client.zadd(key, {worker.broker_id: beat + 9_000})  # it fetched again meanwhile
+    requeue = dead_workers._script(redis_broker.client, "broker_requeue_acks")
+    ack = f"{redis_broker.namespace}:__acks__.{worker.broker_id}.default"
+    queue = f"{redis_broker.namespace}:default"
+    assert (
+        requeue(keys=[key, ack, queue, f"{queue}.msgs"], args=[beat + 10_000, worker.broker_id, 10_000, "1"])
+        == -1
+    )
+    assert redis_broker.client.scard(ack) == 3
+
+
+def test_cron_cli_lists_enables_disables_and_requests_runs(
+    redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cron list|enable|disable|run-now` on a real backend, with --json and exit codes."""
+    backend = dr.RedisBackend(url=redis_url, namespace=namespace)
+    spec = {
+        "actor_name": "report",
+        "queue_name": "default",
+        "schedule": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "overlap": "skip",
+    }
+    backend.cron_register("nightly", spec, next_run_ms=1_767_232_800_000)
+    base = ["--redis", redis_url, "--namespace", namespace]
+    assert main(["cron", "list", *base]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "JOB      SCHEDULE                  ENABLED  NEXT RUN              LAST RUN  STATUS  LAST ERROR",
+        "nightly  0 3 * * * (Europe/Paris)  yes      2026-01-01 02:00:00Z  -         -       -",
+    ]
+    assert main(["cron", "disable", "nightly", *base]) == 0
+    assert capsys.readouterr().out == "Disabled cron job 'nightly'.\n"
+    assert main(["cron", "run-now", "nightly", *base, "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert (state["enabled"], state["run_requested"]) == (False, True)
+    assert main(["cron", "enable", "nightly", *base]) == 0
+    capsys.readouterr()
+    assert main(["cron", "list", *base, "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["name"], listed["enabled"], listed["next_run_ms"]) == ("nightly", True, 1_767_232_800_000)
+    assert main(["cron", "disable", "nightly-typo", *base]) == 1
+    assert capsys.readouterr().err == "No cron job 'nightly-typo' is registered; known jobs: nightly.\n"
+
+
+def test_cron_cli_reports_an_unreachable_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreachable backend exits 1 with a sentence, not a traceback."""
+    from dramatiq_resilience.testing.redis_server import free_port
+
+    assert main(["cron", "list", "--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 1
+    assert capsys.readouterr().err.startswith("Cannot read cron jobs: Redis is unavailable")
+
+
+class SchedulerProcess:
+    """A `dramatiq-resilience scheduler MODULE` process in its own process group."""
+
+    def __init__(self, module: str, env: dict[str, str]) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix="scheduler-", suffix=".log")[1])
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [COMMAND, "-v", "scheduler", module],
+                cwd=ROOT,
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while "Scheduler ready" not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self.log_path.unlink(missing_ok=True)
+
+
+def queued_messages(client: Any, key: str) -> list[dict[str, Any]]:
+    return [json.loads(data) for data in client.hvals(f"{key}.msgs")]
+
+
+@pytest.mark.slow
+def test_three_scheduler_processes_send_each_second_once_and_survive_a_sigkill(
+    redis_url: str, namespace: str
+) -> None:
+    """3 schedulers, an every-second job, 30 s, one SIGKILLed at 15 s: every occurrence sent exactly once."""
+    env = {"TEST_REDIS_URL": redis_url, "TEST_NAMESPACE": namespace, "TEST_EVERY_SECOND": "1"}
+    schedulers = [SchedulerProcess("tests.apps.scheduling", env) for _ in range(3)]
+    try:
+        for scheduler in schedulers:
+            scheduler.wait_ready()
+        started = time.time() * 1000
+        time.sleep(15)
+        schedulers[1].kill()
+        killed = time.time() * 1000
+        time.sleep(15)
+        stopped_at = time.time() * 1000
+        assert [schedulers[0].stop(), schedulers[2].stop()] == [0, 0]
+        assert "Scheduler stopped." in schedulers[0].log()
+    finally:
+        for scheduler in schedulers:
+            scheduler.close()
+    client = redis.Redis.from_url(redis_url)
+    messages = queued_messages(client, f"{namespace}-broker:ticks")
+    by_id = Counter(message["message_id"] for message in messages)
+    occurrences = sorted(message["options"]["cron_occurrence"] for message in messages)
+    assert [n for n in by_id.values() if n > 1] == []  # no message id sent twice
+    assert len(set(occurrences)) == len(occurrences)  # no occurrence sent twice
+    first, last = occurrences[0], occurrences[-1]
+    assert occurrences == list(range(first, last + 1000, 1000))  # none missed, around the kill too
+    assert first <= started + 1_000 and last >= stopped_at - 2_000, (started, first, last, stopped_at)
+    assert first < killed < last
+    assert len(occurrences) >= 29
+    print(
+        f"{len(occurrences)} occurrences over {(last - first) / 1000:.0f} s, "
+        f"{len(by_id)} message ids, each sent once"
+    )
+
+
+@pytest.mark.slow
+def test_a_sigkilled_workers_messages_are_recovered_by_the_scan_within_30_seconds(
+    redis_url: str, namespace: str, dramatiq_processes: Any
+) -> None:
+    """20 unacked messages of a SIGKILLed worker run elsewhere within 30 s (5 s scan, 10 s timeout)."""
+    env = {
+        "TEST_REDIS_URL": redis_url,
+        "TEST_NAMESPACE": namespace,
+        "TEST_HEARTBEAT_MS": "10000",
+        "TEST_DEAD_WORKERS_EVERY": "5000",
+    }
+    client = redis.Redis.from_url(redis_url)
+    holder = dramatiq_processes(
+        "tests.apps.scheduling",
+        env={**env, "TEST_SLEEP_MS": "600000", "dramatiq_queue_prefetch": "20"},
+        processes=1,
+        threads=10,
+        queues=["default"],
+    )
+    sender = RedisBroker(url=redis_url, namespace=f"{namespace}-broker")
+    sender.declare_queue("default")
+    for n in range(20):
+        sender.enqueue(
+            dramatiq.Message(queue_name="default", actor_name="record", args=(n,), kwargs={}, options={})
+        )
+    acks = f"{namespace}-broker:__acks__.*.default"
+    deadline = time.monotonic() + 30
+    while sum(client.scard(key) for key in client.scan_iter(match=acks)) < 20:
+        assert time.monotonic() < deadline, holder.log()
+        time.sleep(0.05)
+    assert client.llen(f"{namespace}-broker:default") == 0
+    holder.kill()
+    killed = time.monotonic()
+    dramatiq_processes("tests.apps.scheduling", env=env, processes=1, threads=8)
+    while client.hlen(f"{namespace}:done") < 20:
+        assert time.monotonic() - killed < 30, "the dead worker's messages were not recovered within 30 s"
+        time.sleep(0.1)
+    recovered_in = time.monotonic() - killed
+    assert {int(n): int(count) for n, count in client.hgetall(f"{namespace}:done").items()} == {
+        n: 1 for n in range(20)
+    }
+    print(f"20 messages of the SIGKILLed worker processed {recovered_in:.1f} s after the kill")
