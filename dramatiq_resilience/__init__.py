@@ -7,6 +7,8 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.breaker import BreakerStatus, BreakerTransition
+from .breakers import BreakerSettings, Breakers
 from .clock import Clock, FakeClock, SystemClock
 from .deferral import defer
 from .enqueue import enqueue_origin, internal_enqueue, is_producer_send
@@ -29,6 +31,7 @@ from .errors import (
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .middleware.base import ResilienceMiddleware
+from .middleware.breaker import CircuitBreaker
 from .middleware.guard import RetryGuard
 
 __version__ = "0.1.0"
@@ -37,6 +40,11 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "BackendError",
     "BackendUnavailable",
+    "BreakerSettings",
+    "BreakerStatus",
+    "BreakerTransition",
+    "Breakers",
+    "CircuitBreaker",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",

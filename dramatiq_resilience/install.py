@@ -30,6 +30,7 @@ from dramatiq.middleware import Middleware, Retries
 
 from .backends.base import StateBackend
 from .errors import ConfigurationError
+from .middleware.breaker import CircuitBreaker
 from .middleware.guard import RetryGuard
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
@@ -59,6 +60,7 @@ class Piece:
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
+    Piece("breaker", CircuitBreaker, lambda backend, **kwargs: CircuitBreaker(backend=backend, **kwargs)),
 ]
 
 

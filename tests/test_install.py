@@ -21,10 +21,10 @@ def names(broker: Any) -> list[str]:
 
 
 def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """RetryGuard goes first; Dramatiq's own middleware keep their order."""
+    """RetryGuard goes first; Dramatiq's own middleware keep their order; the breaker goes before Retries."""
     before = names(stub_broker)
     stack = dr.install(stub_broker, backend=stub_backend)
-    assert names(stub_broker) == ["RetryGuard", *before]
+    assert names(stub_broker) == ["RetryGuard", *before[:-1], "CircuitBreaker", "Retries"]
     assert isinstance(stack.guard, dr.RetryGuard)
     assert dr.installed(stub_broker) is stack
 
@@ -39,9 +39,9 @@ def test_install_is_idempotent(stub_broker: StubBroker, stub_backend: dr.StubBac
 
 
 def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """guard=False leaves the guard out."""
+    """guard=False and breaker=False leave them out."""
     before = names(stub_broker)
-    stack = dr.install(stub_broker, backend=stub_backend, guard=False)
+    stack = dr.install(stub_broker, backend=stub_backend, guard=False, breaker=False)
     assert names(stub_broker) == before
     with pytest.raises(AttributeError, match="the 'guard' piece is not installed"):
         stack.guard  # noqa: B018
@@ -57,7 +57,7 @@ def test_install_rejects_unknown_pieces_and_bad_switches(
     stub_broker: StubBroker, stub_backend: dr.StubBackend
 ) -> None:
     """Typos and bad switch values are ConfigurationErrors that say what is known."""
-    with pytest.raises(dr.ConfigurationError, match="unknown piece\\(s\\) 'gaurd'; known: guard"):
+    with pytest.raises(dr.ConfigurationError, match="unknown piece\\(s\\) 'gaurd'; known: breaker, guard"):
         dr.install(stub_broker, backend=stub_backend, gaurd=True)
     with pytest.raises(dr.ConfigurationError, match="Option 'guard': must be True, False"):
         dr.install(stub_broker, backend=stub_backend, guard="yes")

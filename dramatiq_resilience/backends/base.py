@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 
+from .breaker import BreakerOps
 from .keys import Keyed
 
 __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
@@ -35,7 +36,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, abc.ABC):
+class StateBackend(Keyed, BreakerOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .base import StateBackend
 from .redis_base import RedisBase
+from .redis_breaker import RedisBreakerOps
 
 __all__ = ["RedisBackend"]
 
 
-class RedisBackend(RedisBase, StateBackend):
+class RedisBackend(RedisBreakerOps, RedisBase, StateBackend):
     """State backend on Redis (5 or later; Redis Cluster works: keys are hash-tagged).
 
     Parameters:

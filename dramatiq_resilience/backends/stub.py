@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .base import StateBackend
 from .stub_base import StubBase
+from .stub_breaker import StubBreakerOps
 
 __all__ = ["StubBackend"]
 
 
-class StubBackend(StubBase, StateBackend):
+class StubBackend(StubBreakerOps, StubBase, StateBackend):
     """State backend in process memory: one lock, an injectable clock.
 
     It implements every operation with the same results as
