@@ -39,6 +39,7 @@ from .backends.breaker import (
     OPEN,
     BreakerDecision,
     BreakerTransition,
+    ppm,
 )
 from .breakers import BreakerSettings
 from .clock import Clock
@@ -49,6 +50,10 @@ __all__ = ["Admission", "LocalBreakers", "MonotonicClock"]
 
 #: Milliseconds the listener waits after losing the backend before it reconnects.
 RECONNECT_DELAY = 500
+
+#: Milliseconds the listener waits for notices before it looks at old batches
+#: (waiting costs no Redis command: it is a select() on the pub/sub socket).
+LISTEN_TICK = 100
 
 
 class MonotonicClock:
@@ -111,6 +116,8 @@ class _Process:
     offset: int = 0  # backend ms minus local ms
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+    known: dict[str, BreakerDecision] = field(default_factory=dict)
 
 
 class LocalBreakers:
@@ -251,15 +258,29 @@ class LocalBreakers:
                 batch.last_success = now
             due = (
                 outcome == "failure"
-                or slow
                 or local.streaks.get(name, 0) > 0
                 or batch.calls >= self.flush_every
                 or now - batch.first >= self.flush_ms
+                or self._could_trip(local.known.get(name), batch)
             )
             if not due:
                 return
             del local.batches[name]
         self._send(name, batch)
+
+    @staticmethod
+    def _could_trip(known: BreakerDecision | None, batch: _Batch) -> bool:
+        """Whether the window (as last seen) plus this batch may reach a rate threshold."""
+        settings = batch.settings
+        calls = batch.calls + (known.calls if known else 0)
+        if calls < settings.min_calls:
+            return False
+        failures = batch.failures + (known.failures if known else 0)
+        slow = batch.slow + (known.slow if known else 0)
+        rate, slow_rate = ppm(settings.failure_rate), ppm(settings.slow_call_rate)
+        return (rate > 0 and failures * 1_000_000 >= rate * calls) or (
+            slow_rate > 0 and settings.slow_call_ms is not None and slow * 1_000_000 >= slow_rate * calls
+        )
 
     def release(self, name: str, settings: BreakerSettings, *, epoch: int, probe: str) -> None:
         """Give back a probe permit taken for a message that did not run."""
@@ -320,6 +341,8 @@ class LocalBreakers:
             if current is None or current.epoch <= decision.epoch:
                 local.entries[name] = _Entry(decision.state, decision.epoch, expires, decision.retry_after_ms)
                 local.streaks[name] = decision.consecutive
+                if decision.applied or decision.transition is not None:
+                    local.known[name] = decision
         if decision.created:
             local.registered.discard(name)
         if decision.transition is not None:
@@ -362,6 +385,10 @@ class LocalBreakers:
         thread = self._local.thread
         return thread is not None and thread.is_alive()
 
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until the listener is subscribed (for tests and demos); return whether it is."""
+        return self._local.ready.wait(timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the listener (it sends no more batches; call :meth:`flush` for that)."""
         local = self._local
@@ -370,9 +397,10 @@ class LocalBreakers:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         local.thread = None
+        local.ready.clear()
 
     def _listen(self, local: _Process) -> None:
-        tick = max(10, min(self.flush_ms, 500))
+        tick = max(10, min(self.flush_ms, LISTEN_TICK))
         subscription = self.backend.breaker_subscribe()
         try:
             while not local.stop.is_set():
@@ -380,12 +408,14 @@ class LocalBreakers:
                     notices = subscription.poll(tick)
                     self.outage.succeeded()
                 except BackendError as exc:
+                    local.ready.clear()
                     self.outage.failed(exc, action="run messages on the state it knew")
                     self.forget_cache()
                     local.stop.wait(RECONNECT_DELAY / 1000)
                     continue
                 if notices.resubscribed:
                     self.forget_cache()
+                    local.ready.set()
                 for transition in notices.transitions:
                     self._notice(local, transition)
                 try:

@@ -46,6 +46,7 @@ __all__ = [
     "BreakerStatus",
     "BreakerSubscription",
     "BreakerTransition",
+    "ppm",
     "window_geometry",
 ]
 
@@ -63,6 +64,11 @@ HISTORY_LENGTH = 50
 
 #: How many buckets (at least) a failure-rate window is cut into.
 WINDOW_BUCKETS = 60
+
+
+def ppm(rate: float | None) -> int:
+    """A rate in parts per million, 0 for ``None`` (integer comparisons keep Lua and Python equal)."""
+    return 0 if rate is None else round(rate * 1_000_000)
 
 
 def window_geometry(window_ms: int) -> tuple[int, int]:
@@ -150,7 +156,7 @@ class BreakerDecision:
       created: whether the breaker's state did not exist before (so the
         caller should register the name again, e.g. after Redis lost it).
       consecutive: the current consecutive-failure streak.
-      calls, failures: the window's counts (record only; 0 for check).
+      calls, failures, slow: the window's counts (record only; 0 for check).
       applied: whether the recorded outcomes were applied (record only): a
         batch from an older epoch, or a probe whose permit expired, is dropped.
       transition: the transition this operation made, if any.
@@ -165,6 +171,7 @@ class BreakerDecision:
     consecutive: int = 0
     calls: int = 0
     failures: int = 0
+    slow: int = 0
     applied: bool = False
     transition: BreakerTransition | None = None
 

@@ -25,6 +25,7 @@ from .breaker import (
     BreakerStatus,
     BreakerSubscription,
     BreakerTransition,
+    ppm,
 )
 from .redis_base import RedisBase
 
@@ -47,18 +48,14 @@ def _breaker_source(name: str) -> str:
         return _sources[name]
 
 
-def _ppm(rate: float | None) -> int:
-    return 0 if rate is None else round(rate * 1_000_000)
-
-
 def settings_args(settings: BreakerSettings) -> list[int]:
     """ARGV[5..14] of every breaker script (see ``_breaker.lua``)."""
     return [
-        _ppm(settings.failure_rate),
+        ppm(settings.failure_rate),
         settings.min_calls,
         settings.window,
         settings.consecutive_failures or 0,
-        _ppm(settings.slow_call_rate) if settings.slow_call_ms is not None else 0,
+        ppm(settings.slow_call_rate) if settings.slow_call_ms is not None else 0,
         settings.cooldown,
         settings.cooldown_max,
         settings.probes,
@@ -197,7 +194,8 @@ class RedisBreakerOps(RedisBase, BreakerOps):
             probe or "",
             probe_outcome,
         )
-        state, new_epoch, now, wait, created, consecutive, window_calls, window_failures, applied, notice = reply
+        (state, new_epoch, now, wait, created, consecutive, window_calls, window_failures, window_slow, applied,
+         notice) = reply  # fmt: skip
         return BreakerDecision(
             state=_text(state),
             epoch=int(new_epoch),
@@ -207,6 +205,7 @@ class RedisBreakerOps(RedisBase, BreakerOps):
             consecutive=int(consecutive),
             calls=int(window_calls),
             failures=int(window_failures),
+            slow=int(window_slow),
             applied=bool(applied),
             transition=_transition(notice),
         )

@@ -25,6 +25,7 @@ from .breaker import (
     BreakerStatus,
     BreakerSubscription,
     BreakerTransition,
+    ppm,
     window_geometry,
 )
 from .stub_base import StubBase
@@ -249,7 +250,7 @@ class StubBreakerOps(StubBase, BreakerOps):
             state = record["state"]
             transition = None
             applied = False
-            totals = {"calls": 0, "failures": 0}
+            totals = {"calls": 0, "failures": 0, "slow": 0}
             if probe:
                 if state["state"] == HALF_OPEN and record["probes"].pop(probe, None) is not None:
                     applied = True
@@ -329,6 +330,7 @@ class StubBreakerOps(StubBase, BreakerOps):
                 consecutive=len(state["streak"]),
                 calls=0 if transition else totals["calls"],
                 failures=0 if transition else totals["failures"],
+                slow=0 if transition else totals["slow"],
                 applied=applied,
                 transition=transition,
             )
@@ -425,9 +427,4 @@ def _trip_reason(settings: BreakerSettings, streak: int, window: dict[str, Any])
         if settings.slow_call_rate is not None and window["slow"] * 1_000_000 >= ppm(settings.slow_call_rate) * calls:
             return "slow_call_rate", window["slow"], calls
     return "", 0, 0
-
-
-def ppm(rate: float) -> int:
-    """A rate in parts per million (integer arithmetic keeps Lua and Python equal)."""
-    return round(rate * 1_000_000)
 

@@ -7,7 +7,8 @@
 -- ARGV[20]: probe member ("" for a batch); ARGV[21]: probe outcome
 --           ("success", "failure" or "release").
 -- Returns: {state, epoch, now, retry_after_ms, created (0/1), consecutive,
---           window calls, window failures, applied (0/1), transition JSON or ""}.
+--           window calls, window failures, window slow calls, applied (0/1),
+--           transition JSON or ""}.
 --
 -- A batch is applied only if the breaker is still closed (or forced closed)
 -- in the epoch its calls were admitted in: outcomes of calls admitted before
@@ -32,7 +33,7 @@ if created then
     save_state(st)
 end
 local notice, applied = "", 0
-local totals = {calls = 0, failures = 0}
+local totals = {calls = 0, failures = 0, slow = 0}
 if member ~= "" then
     if st.state == "half_open" and redis.call("ZREM", KEYS[3], member) == 1 then
         applied = 1
@@ -91,12 +92,12 @@ elseif (st.state == "closed" or st.state == "forced_closed") and st.epoch == epo
         st.rounds = 0
         st.cooldown = S.cooldown
         notice = transition(st, "open", reason, now, tripped_failures, tripped_calls)
-        totals = {calls = 0, failures = 0}
+        totals = {calls = 0, failures = 0, slow = 0}
     else
         save_state(st)
     end
 end
 return {
     st.state, st.epoch, now, retry_after(st, now), created and 1 or 0, streak_length(st),
-    totals.calls, totals.failures, applied, notice,
+    totals.calls, totals.failures, totals.slow, applied, notice,
 }
