@@ -541,7 +541,7 @@ def test_cache_and_batches_keep_redis_quiet(
     install: Install, worker: Callable[[], Worker], broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Closed: one check per cache period, one record per 10 outcomes; a failure is sent at once."""
-    install(cache_ms=1_000, flush_every=10)
+    breaker = install(cache_ms=1_000, flush_every=10)
     counts = {"breaker_check": 0, "breaker_record": 0}
     for name in counts:
         original = getattr(backend, name)
@@ -558,6 +558,7 @@ def test_cache_and_batches_keep_redis_quiet(
             raise ConnectionError("down")
 
     running = worker()
+    assert breaker.local.wait_listening(5)  # subscribing drops the cache: notices may have been missed
     call.send()
     settle(broker, running, clock)
     for _ in range(29):
