@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
 from .backends.breaker import BreakerStatus, BreakerTransition
-from .breakers import BreakerSettings, Breakers
+from .breakers import Breakers, BreakerSettings
 from .clock import Clock, FakeClock, SystemClock
 from .deferral import defer
 from .enqueue import enqueue_origin, internal_enqueue, is_producer_send

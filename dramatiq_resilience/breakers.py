@@ -10,6 +10,7 @@ breakers from any process (the CLI uses it), without a middleware.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import uuid
@@ -109,7 +110,9 @@ class BreakerSettings:
         return self.probes if self.successes is None else self.successes
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, base: BreakerSettings | None = None) -> BreakerSettings:
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, base: BreakerSettings | None = None
+    ) -> BreakerSettings:
         """Settings from ``values`` (setting names, or ``breaker_*`` option names) over ``base``.
 
         Raises:
@@ -188,10 +191,9 @@ class BreakerConfig:
     ) -> None:
         self.defaults = defaults.check()
         self.configured: dict[str, dict[str, Any]] = {}
-        for name, values in (configured or {}).items():
+        for name, given in (configured or {}).items():
             check_name(name, option="breakers")
-            if isinstance(values, BreakerSettings):
-                values = values.to_dict()
+            values = given.to_dict() if isinstance(given, BreakerSettings) else given
             if not isinstance(values, Mapping):
                 raise ConfigurationError(
                     f"breaker {name!r}: must be a mapping of settings, got {values!r}", option="breakers"
@@ -255,7 +257,9 @@ def _names(values: Mapping[str, Any]) -> set[str]:
 def check_name(value: Any, *, option: str = "breaker") -> str:
     """A breaker name: a non-empty string without braces (they would break hash tags)."""
     if not isinstance(value, str) or not value or "{" in value or "}" in value:
-        raise ConfigurationError(f"a breaker name must be a non-empty string without braces, got {value!r}", option=option)
+        raise ConfigurationError(
+            f"a breaker name must be a non-empty string without braces, got {value!r}", option=option
+        )
     return value
 
 
@@ -352,7 +356,7 @@ class Breakers:
             )
         return statuses
 
-    def history(self, name: str, limit: int = HISTORY_LENGTH) -> list[BreakerTransition]:
+    def history(self, name: str, limit: int = HISTORY_LENGTH) -> builtins.list[BreakerTransition]:
         """The latest transitions of breaker ``name``, newest first."""
         return self.backend.breaker_history(name, limit=limit)
 

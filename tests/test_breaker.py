@@ -102,7 +102,9 @@ def settle(broker: StubBroker, worker: Worker, clock: dr.FakeClock, timeout: flo
     while quiet < 4:
         assert time.monotonic() < deadline, "messages were still being processed"
         now = clock.now_ms()
-        busy = any(queue.unfinished_tasks for name, queue in broker.queues.items() if not name.endswith(".DQ"))
+        busy = any(
+            queue.unfinished_tasks for name, queue in broker.queues.items() if not name.endswith(".DQ")
+        )
         unfetched = any(queue.qsize() for name, queue in broker.queues.items() if name.endswith(".DQ"))
         due = any(message.options.get("eta", 0) <= now for message in parked(worker))
         quiet = 0 if busy or unfetched or due else quiet + 1
@@ -144,7 +146,13 @@ class Dependency:
         return sorted(n for n, _ in self.calls)
 
 
-def test_a_healthy_breaker_runs_every_message(install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]) -> None:
+def test_a_healthy_breaker_runs_every_message(
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
+) -> None:
     """Closed: every message runs once and its success is counted."""
     breaker = install()
     dependency = Dependency()
@@ -166,7 +174,11 @@ def test_a_healthy_breaker_runs_every_message(install: Install, worker: Callable
 
 
 def test_an_open_breaker_defers_and_a_max_retries_0_message_runs_once_it_closes(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """Five failures open it; later messages are deferred (retries untouched) and run once it closes."""
     breaker = install()
@@ -217,7 +229,11 @@ def test_an_open_breaker_defers_and_a_max_retries_0_message_runs_once_it_closes(
 
 
 def test_half_open_runs_exactly_the_probes(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """probes=2, successes=2: two probes run while the others wait; two successes close it."""
     breaker = install(probes=2, consecutive_failures=2)
@@ -262,7 +278,11 @@ def test_half_open_runs_exactly_the_probes(
 
 
 def test_a_failed_probe_reopens_with_a_doubled_cooldown(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """Each failed probe round doubles the cooldown, up to cooldown_max; deferrals wait that long."""
     breaker = install(consecutive_failures=1, cooldown=1_000, cooldown_max=3_000)
@@ -293,7 +313,11 @@ def test_a_failed_probe_reopens_with_a_doubled_cooldown(
 
 
 def test_on_open_fail_dead_letters_with_circuit_open(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """breaker_on_open="fail": an open breaker dead-letters the message at once, without running it."""
     install(consecutive_failures=1)
@@ -319,7 +343,11 @@ def test_on_open_fail_dead_letters_with_circuit_open(
 
 
 def test_message_options_choose_the_breaker_and_the_policy(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """A message may bypass the breaker (breaker=False) or fail instead of waiting."""
     breaker = install(consecutive_failures=1)
@@ -343,7 +371,11 @@ def test_message_options_choose_the_breaker_and_the_policy(
 
 
 def test_a_bad_message_option_dead_letters_it(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """A message naming a bad breaker is rejected as InvalidMessage, not run."""
     install()
@@ -393,7 +425,11 @@ def test_actors_naming_one_breaker_share_it(
 
 
 def test_throws_ignore_and_record_decide_what_counts(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """throws and breaker_ignore never count; with breaker_record only those count, others succeed."""
     breaker = install(consecutive_failures=2)
@@ -426,7 +462,11 @@ def test_throws_ignore_and_record_decide_what_counts(
 
 
 def test_slow_calls_open_it(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """With breaker_slow_call_ms, 3 slow calls in 4 reach a 0.5 slow-call rate and open it."""
     breaker = install(consecutive_failures=None, failure_rate=None, min_calls=4)
@@ -441,13 +481,20 @@ def test_slow_calls_open_it(
         settle(broker, running, clock)
     assert [e["slow"] for e in recorded["breaker_call"]] == [True, False, True, False]
     assert transitions(recorded) == [("closed", "open", "slow_call_rate")]
-    assert (recorded["breaker_transition"][0]["failures"], recorded["breaker_transition"][0]["calls"]) == (2, 4)
+    assert (recorded["breaker_transition"][0]["failures"], recorded["breaker_transition"][0]["calls"]) == (
+        2,
+        4,
+    )
     assert breaker.status("call").state == "open"
     assert len(parked(running)) == 1
 
 
 def test_a_skipped_probe_gives_its_permit_back(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """A probe skipped by a later middleware releases its permit; the next message probes."""
     breaker = install(consecutive_failures=1)
@@ -482,7 +529,11 @@ def test_a_skipped_probe_gives_its_permit_back(
 
 
 def test_a_dead_probers_permit_expires_after_its_lease(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """A probe permit is leased for the actor's time limit plus 5 s; then another message probes."""
     breaker = install(consecutive_failures=1)
@@ -511,12 +562,17 @@ def test_a_dead_probers_permit_expires_after_its_lease(
     call.send(3)
     wait_until(lambda: breaker.status("call").state == "closed")
     assert ran == [0, 1, 3]
-    assert [e["message_id"] for e in recorded["breaker_probe"]][0] != recorded["breaker_probe"][1]["message_id"]
+    first, second = recorded["breaker_probe"]
+    assert first["message_id"] != second["message_id"]
     hang.set()
 
 
 def test_max_deferrals_dead_letters_a_message_deferred_too_often(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """breaker_max_deferrals=1: the second deferral dead-letters with TooManyDeferrals."""
     breaker = install(consecutive_failures=1, max_deferrals=1)
@@ -538,7 +594,12 @@ def test_max_deferrals_dead_letters_a_message_deferred_too_often(
 
 
 def test_cache_and_batches_keep_redis_quiet(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Closed: one check per cache period, one record per 10 outcomes; a failure is sent at once."""
     breaker = install(cache_ms=1_000, flush_every=10)
@@ -575,7 +636,12 @@ def test_cache_and_batches_keep_redis_quiet(
 
 
 def test_caching_off_asks_for_every_message(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """cache_ms=0: every message is admitted by the backend."""
     install(cache_ms=0)
@@ -600,7 +666,12 @@ def test_caching_off_asks_for_every_message(
 
 
 def test_a_transition_elsewhere_drops_the_cache(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """An operator forcing the breaker open elsewhere is honoured at once despite a long cache."""
     breaker = install(cache_ms=3_600_000)
@@ -636,7 +707,11 @@ def test_a_transition_elsewhere_drops_the_cache(
 
 
 def test_forced_closed_runs_everything(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """Forced closed: failures are counted, nothing trips it, until a reset."""
     breaker = install(consecutive_failures=1)
@@ -660,7 +735,12 @@ def test_forced_closed_runs_everything(
 
 
 def test_transitions_are_logged_announced_and_heard(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]], caplog: pytest.LogCaptureFixture
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each transition logs one line, emits breaker_transition, and calls on_state_change listeners."""
     heard: list[tuple[BreakerTransition, bool]] = []
@@ -677,7 +757,10 @@ def test_transitions_are_logged_announced_and_heard(
     settle(broker, running, clock)
     assert "Circuit 'payments-gateway' opened for 30000 ms after 5 failures in 5 calls." in caplog.messages
     event = recorded["breaker_transition"][0]
-    assert {k: event[k] for k in ("breaker", "from_state", "to_state", "reason", "cooldown_ms", "failures", "calls")} == {
+    assert {
+        k: event[k]
+        for k in ("breaker", "from_state", "to_state", "reason", "cooldown_ms", "failures", "calls")
+    } == {
         "breaker": "payments-gateway",
         "from_state": "closed",
         "to_state": "open",
@@ -691,7 +774,11 @@ def test_transitions_are_logged_announced_and_heard(
 
 
 def test_a_broken_listener_does_not_break_the_breaker(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock, recorded: dict[str, list[dr.Event]]
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
 ) -> None:
     """A listener that raises is logged; the transition still happens."""
     breaker = install(consecutive_failures=1)
@@ -738,10 +825,16 @@ def test_a_backend_outage_lets_messages_run_and_is_logged_once(
     assert any("reached its state backend again" in r.getMessage() for r in caplog.records)
 
 
-def test_a_backend_outage_can_defer_instead(broker: StubBroker, clock: dr.FakeClock, worker: Callable[[], Worker]) -> None:
+def test_a_backend_outage_can_defer_instead(
+    broker: StubBroker, clock: dr.FakeClock, worker: Callable[[], Worker]
+) -> None:
     """on_backend_error="defer": messages wait backend_retry_delay ms, then run."""
     backend = dr.StubBackend(clock=clock)
-    dr.install(broker, backend=backend, breaker={"clock": clock, "on_backend_error": "defer", "backend_retry_delay": 2_000})
+    dr.install(
+        broker,
+        backend=backend,
+        breaker={"clock": clock, "on_backend_error": "defer", "backend_retry_delay": 2_000},
+    )
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
@@ -779,7 +872,9 @@ def test_conflicting_settings_for_one_breaker_are_refused(install: Install) -> N
         "Actor 'capture', option 'breaker_consecutive_failures': breaker 'gateway' is shared with actor "
         "'charge', which sets breaker_consecutive_failures=3; actors sharing a breaker must agree, got 4"
     )
-    with pytest.raises(dr.ConfigurationError, match="configured with breaker_cooldown=1000 by CircuitBreaker"):
+    with pytest.raises(
+        dr.ConfigurationError, match="configured with breaker_cooldown=1000 by CircuitBreaker"
+    ):
 
         @dramatiq.actor(breaker="gateway", breaker_cooldown=2_000)
         def void() -> None: ...
@@ -793,23 +888,39 @@ def test_named_breaker_settings_combine(install: Install) -> None:
     def charge() -> None: ...
 
     settings = breaker.settings("gateway")
-    assert (settings.cooldown, settings.probes, settings.successes, settings.required_successes) == (5_000, 3, 2, 2)
+    assert (settings.cooldown, settings.probes, settings.successes, settings.required_successes) == (
+        5_000,
+        3,
+        2,
+        2,
+    )
     assert breaker.settings("charge").probes == 1
 
 
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"breaker_successes": 2}, "Actor 'a', option 'breaker_successes': breaker 'a': must be at most breaker_probes (1), got 2"),
-        ({"breaker_slow_call_ms": 100}, "breaker_slow_call_ms and breaker_slow_call_rate must be set together"),
-        ({"breaker_cooldown": 0}, "Actor 'a', option 'breaker_cooldown': must be a duration in milliseconds >= 1, got 0"),
+        (
+            {"breaker_successes": 2},
+            "Actor 'a', option 'breaker_successes': breaker 'a': must be at most breaker_probes (1), got 2",
+        ),
+        (
+            {"breaker_slow_call_ms": 100},
+            "breaker_slow_call_ms and breaker_slow_call_rate must be set together",
+        ),
+        (
+            {"breaker_cooldown": 0},
+            "Actor 'a', option 'breaker_cooldown': must be a duration in milliseconds >= 1, got 0",
+        ),
         ({"breaker": "{x}"}, "a breaker name must be a non-empty string without braces"),
         ({"breaker_on_open": "drop"}, "must be one of 'defer', 'fail', got 'drop'"),
         ({"breaker_ignore": "ValueError"}, "must be an exception class or a tuple of them"),
         ({"breaker_cooldown_max": 10}, "must be at least breaker_cooldown (30000 ms), got 10"),
     ],
 )
-def test_bad_actor_options_are_refused_at_declaration(install: Install, options: dict[str, Any], expected: str) -> None:
+def test_bad_actor_options_are_refused_at_declaration(
+    install: Install, options: dict[str, Any], expected: str
+) -> None:
     """Bad breaker options raise ConfigurationError naming the actor and the option."""
     install()
     with pytest.raises(dr.ConfigurationError) as raised:

@@ -8,6 +8,7 @@ from inside the script that makes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from importlib import resources
@@ -118,10 +119,8 @@ class _RedisSubscription(BreakerSubscription):
     def close(self) -> None:
         pubsub, self.pubsub = self.pubsub, None
         if pubsub is not None:
-            try:
+            with contextlib.suppress(redis.exceptions.RedisError):
                 pubsub.close()
-            except redis.exceptions.RedisError:
-                pass
 
 
 class RedisBreakerOps(RedisBase, BreakerOps):
@@ -143,9 +142,7 @@ class RedisBreakerOps(RedisBase, BreakerOps):
                     script = self._scripts[name] = self.client.register_script(_breaker_source(name))
         return script
 
-    def _run_breaker(
-        self, script: str, name: str, settings: BreakerSettings, origin: str, *args: Any
-    ) -> Any:
+    def _run_breaker(self, script: str, name: str, settings: BreakerSettings, origin: str, *args: Any) -> Any:
         runner = self._breaker_script(script)
         argv = [self.now_arg(), name, self.breaker_channel(), origin, *settings_args(settings), *args]
         with self.errors():
@@ -194,8 +191,8 @@ class RedisBreakerOps(RedisBase, BreakerOps):
             probe or "",
             probe_outcome,
         )
-        (state, new_epoch, now, wait, created, consecutive, window_calls, window_failures, window_slow, applied,
-         notice) = reply  # fmt: skip
+        (state, new_epoch, now, wait, created, consecutive, window_calls, window_failures, window_slow,
+         applied, notice) = reply  # fmt: skip
         return BreakerDecision(
             state=_text(state),
             epoch=int(new_epoch),

@@ -131,7 +131,9 @@ class StubBreakerOps(StubBase, BreakerOps):
             return fresh
         totals = dict(window)
         if index > window["head"]:
-            leaving = [i for i in range(window["head"] - count + 1, index - count + 1) if i in window["buckets"]]
+            leaving = [
+                i for i in range(window["head"] - count + 1, index - count + 1) if i in window["buckets"]
+            ]
             for i in leaving:
                 calls, failures, slow = window["buckets"][i]
                 totals["calls"] -= calls
@@ -422,9 +424,14 @@ def _trip_reason(settings: BreakerSettings, streak: int, window: dict[str, Any])
         return "consecutive_failures", streak, streak
     calls = window["calls"]
     if calls > 0 and calls >= settings.min_calls:
-        if settings.failure_rate is not None and window["failures"] * 1_000_000 >= ppm(settings.failure_rate) * calls:
+        if (
+            settings.failure_rate is not None
+            and window["failures"] * 1_000_000 >= ppm(settings.failure_rate) * calls
+        ):
             return "failure_rate", window["failures"], calls
-        if settings.slow_call_rate is not None and window["slow"] * 1_000_000 >= ppm(settings.slow_call_rate) * calls:
+        if (
+            settings.slow_call_rate is not None
+            and window["slow"] * 1_000_000 >= ppm(settings.slow_call_rate) * calls
+        ):
             return "slow_call_rate", window["slow"], calls
     return "", 0, 0
-

@@ -14,13 +14,26 @@ from .. import events
 from ..backends.base import StateBackend
 from ..backends.breaker import BreakerStatus, BreakerTransition
 from ..breaker_local import LocalBreakers
-from ..breakers import SETTING_OPTIONS, BreakerConfig, BreakerSettings, Breakers, announce_transition, check_name
+from ..breakers import (
+    SETTING_OPTIONS,
+    BreakerConfig,
+    Breakers,
+    BreakerSettings,
+    announce_transition,
+    check_name,
+)
 from ..clock import Clock
 from ..errors import BackendError, CircuitOpen
 from ..options import Option, choice, exception_types, milliseconds, non_negative_int, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 
-__all__ = ["DEFAULT_CACHE_MS", "DEFAULT_FLUSH_EVERY", "DEFAULT_FLUSH_MS", "PROBE_LEASE_GRACE", "CircuitBreaker"]
+__all__ = [
+    "DEFAULT_CACHE_MS",
+    "DEFAULT_FLUSH_EVERY",
+    "DEFAULT_FLUSH_MS",
+    "PROBE_LEASE_GRACE",
+    "CircuitBreaker",
+]
 
 #: Milliseconds a process trusts a closed breaker without asking the backend.
 DEFAULT_CACHE_MS = 1_000
@@ -141,7 +154,9 @@ class CircuitBreaker(ResilienceMiddleware):
         backend_retry_delay: int = DEFAULT_BACKEND_RETRY_DELAY,
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(backend=backend, on_backend_error=on_backend_error, backend_retry_delay=backend_retry_delay)
+        super().__init__(
+            backend=backend, on_backend_error=on_backend_error, backend_retry_delay=backend_retry_delay
+        )
         self.breaker, self.ignore, self.record, self.on_open = breaker, ignore, record, on_open
         self.max_deferrals, self.probe_lease = max_deferrals, probe_lease
         given = {
@@ -185,7 +200,11 @@ class CircuitBreaker(ResilienceMiddleware):
         name = self._name_of(actor.options.get("breaker", self.breaker), actor.actor_name)
         if name is None:
             return
-        explicit = {key: actor.options[option] for key, (option, _) in SETTING_OPTIONS.items() if option in actor.options}
+        explicit = {
+            key: actor.options[option]
+            for key, (option, _) in SETTING_OPTIONS.items()
+            if option in actor.options
+        }
         self.config.declare(name, actor.actor_name, explicit)
 
     def settings(self, name: str) -> BreakerSettings:
@@ -252,13 +271,16 @@ class CircuitBreaker(ResilienceMiddleware):
                 self._emit("breaker_probe", message, name)
             return
         on_open = self.option(broker, message, "breaker_on_open")
-        self._emit("breaker_blocked", message, name, state=admission.state, retry_after_ms=admission.retry_after_ms)
+        self._emit(
+            "breaker_blocked", message, name, state=admission.state, retry_after_ms=admission.retry_after_ms
+        )
         if on_open == "fail":
             self.reject(
                 message,
                 CircuitOpen(
-                    f"Circuit {name!r} is {admission.state.replace('_', ' ')}; message {message.message_id!r} "
-                    f"of actor {message.actor_name!r} is failed instead of deferred (breaker_on_open='fail').",
+                    f"Circuit {name!r} is {admission.state.replace('_', ' ')}; message "
+                    f"{message.message_id!r} of actor {message.actor_name!r} is failed instead of "
+                    "deferred (breaker_on_open='fail').",
                     actor_name=message.actor_name,
                     message_id=message.message_id,
                     breaker=name,
@@ -298,15 +320,26 @@ class CircuitBreaker(ResilienceMiddleware):
         taken = scratch(message, "breaker")
         if "name" not in taken:
             return
-        name, settings, epoch, probe, started = (taken[k] for k in ("name", "settings", "epoch", "probe", "started"))
+        name, settings, epoch, probe, started = (
+            taken[k] for k in ("name", "settings", "epoch", "probe", "started")
+        )
         taken.clear()
         outcome = self._outcome(broker, message, exception)
         duration = self.local.clock.now_ms() - started
-        slow = outcome != "ignored" and settings.slow_call_ms is not None and duration >= settings.slow_call_ms
-        self._emit("breaker_call", message, name, outcome=outcome, slow=slow, duration_ms=duration, probe=probe)
+        slow = (
+            outcome != "ignored" and settings.slow_call_ms is not None and duration >= settings.slow_call_ms
+        )
+        self._emit(
+            "breaker_call", message, name, outcome=outcome, slow=slow, duration_ms=duration, probe=probe
+        )
         try:
             self.local.record(
-                name, settings, epoch=epoch, outcome=outcome, slow=slow, probe=message.message_id if probe else None
+                name,
+                settings,
+                epoch=epoch,
+                outcome=outcome,
+                slow=slow,
+                probe=message.message_id if probe else None,
             )
         except BackendError as exc:
             self.outage.failed(exc, action="run messages without counting their outcomes")

@@ -15,11 +15,15 @@ def fail(backend: StateBackend, settings: BreakerSettings = DEFAULT, *, epoch: i
     return backend.breaker_record("b", settings=settings, epoch=epoch, calls=n, failures=n)
 
 
-def succeed(backend: StateBackend, settings: BreakerSettings = DEFAULT, *, epoch: int = 0, n: int = 1, at: int = 0):
+def succeed(
+    backend: StateBackend, settings: BreakerSettings = DEFAULT, *, epoch: int = 0, n: int = 1, at: int = 0
+):
     return backend.breaker_record("b", settings=settings, epoch=epoch, calls=n, last_success_ms=at)
 
 
-def check(backend: StateBackend, member: str = "m1", settings: BreakerSettings = DEFAULT, lease_ms: int = 10_000):
+def check(
+    backend: StateBackend, member: str = "m1", settings: BreakerSettings = DEFAULT, lease_ms: int = 10_000
+):
     return backend.breaker_check("b", settings=settings, member=member, lease_ms=lease_ms)
 
 
@@ -32,7 +36,13 @@ def trip(backend: StateBackend, settings: BreakerSettings = DEFAULT) -> BreakerT
 def test_a_new_breaker_is_closed_and_created_once(backend: StateBackend) -> None:
     """The first check creates the breaker closed at epoch 0; later checks see it existing."""
     first = check(backend)
-    assert (first.state, first.epoch, first.created, first.allowed, first.probe) == ("closed", 0, True, True, False)
+    assert (first.state, first.epoch, first.created, first.allowed, first.probe) == (
+        "closed",
+        0,
+        True,
+        True,
+        False,
+    )
     assert first.now_ms == T0
     second = check(backend)
     assert (second.state, second.created, second.retry_after_ms) == ("closed", False, 0)
@@ -42,7 +52,12 @@ def test_consecutive_failures_trip_it(backend: StateBackend, clock: FakeClock) -
     """Five failures in a row open the breaker for the cooldown, in one transition."""
     for n in range(1, 5):
         decision = fail(backend)
-        assert (decision.state, decision.consecutive, decision.applied, decision.transition) == ("closed", n, True, None)
+        assert (decision.state, decision.consecutive, decision.applied, decision.transition) == (
+            "closed",
+            n,
+            True,
+            None,
+        )
     clock.advance(7)
     decision = fail(backend)
     assert (decision.state, decision.epoch, decision.retry_after_ms) == ("open", 1, 30_000)
@@ -165,7 +180,12 @@ def test_open_waits_for_the_cooldown_then_half_opens(backend: StateBackend, cloc
     trip(backend)
     clock.advance(29_999)
     decision = check(backend)
-    assert (decision.state, decision.retry_after_ms, decision.allowed, decision.transition) == ("open", 1, False, None)
+    assert (decision.state, decision.retry_after_ms, decision.allowed, decision.transition) == (
+        "open",
+        1,
+        False,
+        None,
+    )
     clock.advance(1)
     decision = check(backend, "m1")
     assert (decision.state, decision.epoch, decision.probe, decision.allowed) == ("half_open", 2, True, True)
@@ -176,7 +196,12 @@ def test_open_waits_for_the_cooldown_then_half_opens(backend: StateBackend, cloc
         "cooldown_elapsed",
     )
     other = check(backend, "m2")
-    assert (other.state, other.probe, other.retry_after_ms, other.transition) == ("half_open", False, 30_000, None)
+    assert (other.state, other.probe, other.retry_after_ms, other.transition) == (
+        "half_open",
+        False,
+        30_000,
+        None,
+    )
     again = check(backend, "m1")
     assert (again.probe, again.transition) == (True, None)
 
@@ -291,7 +316,13 @@ def test_outcomes_while_open_are_ignored(backend: StateBackend) -> None:
 def test_force_open_holds_it_open(backend: StateBackend, clock: FakeClock) -> None:
     """Forced open: every check waits the base cooldown, and it never half-opens by itself."""
     transition = backend.breaker_force("b", "open", settings=DEFAULT, origin="op")
-    assert (transition.from_state, transition.to_state, transition.reason, transition.epoch, transition.origin) == (
+    assert (
+        transition.from_state,
+        transition.to_state,
+        transition.reason,
+        transition.epoch,
+        transition.origin,
+    ) == (
         "closed",
         "forced_open",
         "forced_open",
@@ -312,7 +343,12 @@ def test_force_closed_never_trips(backend: StateBackend) -> None:
     """Forced closed: messages run, failures are counted, nothing trips it."""
     backend.breaker_force("b", "closed", settings=DEFAULT)
     decision = fail(backend, epoch=1, n=50)
-    assert (decision.state, decision.applied, decision.calls, decision.failures) == ("forced_closed", True, 50, 50)
+    assert (decision.state, decision.applied, decision.calls, decision.failures) == (
+        "forced_closed",
+        True,
+        50,
+        50,
+    )
     assert check(backend).allowed
 
 
@@ -356,7 +392,13 @@ def test_status_reports_everything(backend: StateBackend, clock: FakeClock) -> N
     assert (missing.exists, missing.state, missing.epoch, missing.now_ms) == (False, "closed", 0, T0)
     backend.breaker_record("b", settings=DEFAULT, epoch=0, calls=3, failures=1, slow=2)
     status = backend.breaker_status("b", settings=DEFAULT)
-    assert (status.exists, status.calls, status.failures, status.slow, status.consecutive) == (True, 3, 1, 2, 1)
+    assert (status.exists, status.calls, status.failures, status.slow, status.consecutive) == (
+        True,
+        3,
+        1,
+        2,
+        1,
+    )
     assert status.failure_rate == pytest.approx(1 / 3)
     fail(backend, n=4)
     clock.advance(1_000)
