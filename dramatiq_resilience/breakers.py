@@ -268,12 +268,7 @@ def announce_transition(transition: BreakerTransition, log: logging.Logger | Non
     log = log or logger
     t = transition
     if t.to_state == OPEN and t.from_state == HALF_OPEN:
-        log.warning(
-            "Circuit %r reopened for %d ms: a probe failed (%d successful probe(s) before it).",
-            t.breaker,
-            t.cooldown_ms,
-            t.calls - t.failures,
-        )
+        log.warning("Circuit %r reopened for %d ms: a probe failed.", t.breaker, t.cooldown_ms)
     elif t.to_state == OPEN and t.reason == "slow_call_rate":
         log.warning(
             "Circuit %r opened for %d ms after %d slow calls in %d calls.",

@@ -7,6 +7,7 @@ from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
+from dramatiq.logging import get_logger
 from dramatiq.errors import RateLimitExceeded
 from dramatiq.middleware import Interrupt, MiddlewareError, TimeLimit, TimeLimitExceeded
 
