@@ -31,6 +31,7 @@ class Run:
     redis_commands: int | None = None
     round_trips: int | None = None
     by_command: dict[str, int] | None = None
+    by_client: dict[str, int] | None = None
 
     @property
     def msgs_per_s(self) -> float:
@@ -90,6 +91,8 @@ class RoundTripMonitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.by_command: Counter[str] = Counter()
+        #: Round trips by client name (CLIENT SETNAME; "" for unnamed connections such as the broker's).
+        self.by_client: Counter[str] = Counter()
 
     def _run(self) -> None:
         with self._connection.monitor() as monitor:
@@ -109,11 +112,11 @@ class RoundTripMonitor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        own_ports = {
-            str(client["addr"]).rsplit(":", 1)[1]
+        names = {
+            str(client["addr"]).rsplit(":", 1)[1]: str(client.get("name") or "")
             for client in self.own.client_list()
-            if client.get("name") == OWN_CLIENT_NAME
         }
+        own_ports = {port for port, name in names.items() if name == OWN_CLIENT_NAME}
         self._stop.set()
         waker = self.server.client()  # one more command wakes the reader, which then stops
         try:
@@ -124,6 +127,7 @@ class RoundTripMonitor:
         for (port, command), calls in self._by_port.items():
             if port not in own_ports:
                 self.by_command[command] += calls
+                self.by_client[names.get(port, "")] += calls
 
     @property
     def total(self) -> int:
@@ -229,6 +233,7 @@ def measure_cli(
         redis_commands=commands,
         round_trips=None if watcher is None else watcher.total,
         by_command=None if watcher is None else dict(watcher.by_command),
+        by_client=None if watcher is None else dict(watcher.by_client),
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from .harness import private_redis
 
 #: Modules holding rows, in the order they run (``bare`` first).
-ROW_MODULES = ["benchmarks.bare"]
+ROW_MODULES = ["benchmarks.bare", "benchmarks.breaker"]
 
 RowFunction = Callable[["Context"], dict[str, Any]]
 _rows: dict[str, RowFunction] = {}

@@ -25,6 +25,12 @@ if STACK != "bare":
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
     if STACK == "guard":
         dr.install(broker, backend=backend)
+    elif STACK == "breaker":
+        from dramatiq.middleware import Retries
+
+        # The breaker alone, its state backend on connections named for the MONITOR count.
+        named = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name="dramatiq-resilience-breaker")
+        broker.add_middleware(dr.CircuitBreaker(backend=named), before=Retries)
     else:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 
