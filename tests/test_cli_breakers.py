@@ -26,7 +26,9 @@ def backend(redis_url: str, namespace: str) -> Iterator[dr.RedisBackend]:
     backend.close()
 
 
-def run(capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, *args: str) -> tuple[int, str, str]:
+def run(
+    capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, *args: str
+) -> tuple[int, str, str]:
     code = main(["breakers", *args, "--redis", redis_url, "--namespace", namespace])
     out, err = capsys.readouterr()
     return code, out, err
@@ -39,11 +41,16 @@ def used(backend: dr.RedisBackend, name: str, *, failures: int, calls: int, acto
     backend.breaker_record(name, settings=settings, epoch=0, calls=calls, failures=failures)
 
 
-def test_list_says_when_there_is_nothing(capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str) -> None:
+def test_list_says_when_there_is_nothing(
+    capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str
+) -> None:
     """With no breaker registered, list says so and exits 0."""
     code, out, _ = run(capsys, redis_url, namespace, "list")
     assert code == 0
-    assert out == f"No breakers in namespace {namespace!r} yet (workers register them when they first use them).\n"
+    assert (
+        out
+        == f"No breakers in namespace {namespace!r} yet (workers register them when they first use them).\n"
+    )
 
 
 def test_list_shows_state_counts_rate_and_time_to_half_open(
@@ -55,19 +62,36 @@ def test_list_shows_state_counts_rate_and_time_to_half_open(
     code, out, _ = run(capsys, redis_url, namespace, "list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "CALLS", "FAILURES", "RATE", "STREAK", "COOLDOWN", "HALF-OPEN", "IN", "ACTORS"]
-    assert re.fullmatch(r"payments-gateway +open +0 +0 +- +0 +30\.0 s +(29\.\d|30\.0) s +charge,refund", lines[1])
+    assert lines[0].split() == [
+        "NAME",
+        "STATE",
+        "CALLS",
+        "FAILURES",
+        "RATE",
+        "STREAK",
+        "COOLDOWN",
+        "HALF-OPEN",
+        "IN",
+        "ACTORS",
+    ]
+    assert re.fullmatch(
+        r"payments-gateway +open +0 +0 +- +0 +30\.0 s +(29\.\d|30\.0) s +charge,refund", lines[1]
+    )
     assert re.fullmatch(r"webhooks +closed +4 +1 +25% +1 +30\.0 s +- +deliver_webhook", lines[2])
     assert len(lines) == 3
 
 
-def test_list_json(capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, backend: dr.RedisBackend) -> None:
+def test_list_json(
+    capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, backend: dr.RedisBackend
+) -> None:
     """--json gives every status field, with the failure rate and registered settings."""
     used(backend, "webhooks", failures=1, calls=4, actors=["deliver_webhook"])
     code, out, _ = run(capsys, redis_url, namespace, "list", "--json")
     assert code == 0
     [status] = json.loads(out)
-    assert {k: status[k] for k in ("name", "state", "calls", "failures", "failure_rate", "consecutive", "actors")} == {
+    assert {
+        k: status[k] for k in ("name", "state", "calls", "failures", "failure_rate", "consecutive", "actors")
+    } == {
         "name": "webhooks",
         "state": "closed",
         "calls": 4,
@@ -84,10 +108,19 @@ def test_open_close_reset_and_history(
 ) -> None:
     """open, close and reset force the state; history lists the transitions, newest first."""
     used(backend, "gw", failures=0, calls=1, actors=["charge"])
-    assert run(capsys, redis_url, namespace, "open", "gw")[:2] == (0, "Breaker 'gw': closed -> forced_open.\n")
+    assert run(capsys, redis_url, namespace, "open", "gw")[:2] == (
+        0,
+        "Breaker 'gw': closed -> forced_open.\n",
+    )
     assert backend.breaker_status("gw", settings=dr.BreakerSettings()).state == "forced_open"
-    assert run(capsys, redis_url, namespace, "close", "gw")[:2] == (0, "Breaker 'gw': forced_open -> forced_closed.\n")
-    assert run(capsys, redis_url, namespace, "reset", "gw")[:2] == (0, "Breaker 'gw': forced_closed -> closed.\n")
+    assert run(capsys, redis_url, namespace, "close", "gw")[:2] == (
+        0,
+        "Breaker 'gw': forced_open -> forced_closed.\n",
+    )
+    assert run(capsys, redis_url, namespace, "reset", "gw")[:2] == (
+        0,
+        "Breaker 'gw': forced_closed -> closed.\n",
+    )
     code, out, _ = run(capsys, redis_url, namespace, "history", "gw")
     assert code == 0
     assert [line.split("  ", 1)[1] for line in out.splitlines()] == [
@@ -113,7 +146,9 @@ def test_unknown_names_are_refused_unless_created(
     assert backend.breaker_status("gq", settings=dr.BreakerSettings()).state == "forced_open"
 
 
-def test_forget(capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, backend: dr.RedisBackend) -> None:
+def test_forget(
+    capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str, backend: dr.RedisBackend
+) -> None:
     """forget deletes the breaker's state and its registry entry."""
     used(backend, "gw", failures=5, calls=5, actors=["charge"])
     assert run(capsys, redis_url, namespace, "forget", "gw")[:2] == (0, "Breaker 'gw' forgotten.\n")
@@ -151,7 +186,8 @@ def test_the_console_script(redis_url: str, namespace: str, backend: dr.RedisBac
 
 
 @pytest.mark.parametrize(
-    ("ms", "text"), [(0, "0 ms"), (850, "850 ms"), (12_500, "12.5 s"), (240_000, "4 min"), (250_000, "4 min 10 s")]
+    ("ms", "text"),
+    [(0, "0 ms"), (850, "850 ms"), (12_500, "12.5 s"), (240_000, "4 min"), (250_000, "4 min 10 s")],
 )
 def test_format_duration(ms: int, text: str) -> None:
     """Durations read naturally."""

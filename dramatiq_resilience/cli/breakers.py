@@ -42,7 +42,9 @@ def format_duration(ms: int) -> str:
 def format_table(rows: Sequence[Sequence[str]]) -> str:
     """Columns padded to their widest cell, two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _row(status: BreakerStatus) -> list[str]:
@@ -78,7 +80,10 @@ def _list(args: argparse.Namespace, breakers: Breakers) -> int:
         print(json.dumps([status.to_dict() for status in statuses], indent=2, sort_keys=True))
         return 0
     if not statuses:
-        print(f"No breakers in namespace {args.namespace!r} yet (workers register them when they first use them).")
+        print(
+            f"No breakers in namespace {args.namespace!r} yet "
+            "(workers register them when they first use them)."
+        )
         return 0
     header = ["NAME", "STATE", "CALLS", "FAILURES", "RATE", "STREAK", "COOLDOWN", "HALF-OPEN IN", "ACTORS"]
     print(format_table([header, *(_row(status) for status in statuses)]))
@@ -110,7 +115,9 @@ def _act(args: argparse.Namespace, breakers: Breakers) -> int:
         breakers.forget(args.name)
         print(f"Breaker {args.name!r} forgotten.")
         return 0
-    action = {"open": breakers.force_open, "close": breakers.force_closed, "reset": breakers.reset}[args.action]
+    action = {"open": breakers.force_open, "close": breakers.force_closed, "reset": breakers.reset}[
+        args.action
+    ]
     transition = action(args.name)
     print(f"Breaker {args.name!r}: {transition.from_state} -> {transition.to_state}.")
     return 0
@@ -156,7 +163,9 @@ def register(subparsers: Any) -> None:
     for action, text in helps.items():
         command = commands.add_parser(action, help=text)
         command.add_argument("name")
-        command.add_argument("--create", action="store_true", help="act even if no worker has used the name yet")
+        command.add_argument(
+            "--create", action="store_true", help="act even if no worker has used the name yet"
+        )
         command.set_defaults(run=_act, action=action)
 
     for command in (listing, history, *(commands.choices[action] for action in helps)):

@@ -7,8 +7,8 @@ from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
-from dramatiq.logging import get_logger
 from dramatiq.errors import RateLimitExceeded
+from dramatiq.logging import get_logger
 from dramatiq.middleware import Interrupt, MiddlewareError, TimeLimit, TimeLimitExceeded
 
 from .. import events
@@ -158,6 +158,7 @@ class CircuitBreaker(ResilienceMiddleware):
         super().__init__(
             backend=backend, on_backend_error=on_backend_error, backend_retry_delay=backend_retry_delay
         )
+        self.logger = get_logger(__name__, type(self))
         self.breaker, self.ignore, self.record, self.on_open = breaker, ignore, record, on_open
         self.max_deferrals, self.probe_lease = max_deferrals, probe_lease
         given = {
