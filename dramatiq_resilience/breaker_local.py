@@ -338,7 +338,8 @@ class LocalBreakers:
             expires = now
         with local.lock:
             current = local.entries.get(name)
-            if current is None or current.epoch <= decision.epoch:
+            # Older news never overwrites newer; a re-created breaker (Redis lost it) starts again at 0.
+            if current is None or current.epoch <= decision.epoch or decision.created:
                 local.entries[name] = _Entry(decision.state, decision.epoch, expires, decision.retry_after_ms)
                 local.streaks[name] = decision.consecutive
                 if decision.applied or decision.transition is not None:

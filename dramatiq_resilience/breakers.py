@@ -254,11 +254,13 @@ def _names(values: Mapping[str, Any]) -> set[str]:
     return {by_option.get(key, key) for key in values}
 
 
-def check_name(value: Any, *, option: str = "breaker") -> str:
+def check_name(value: Any, *, option: str = "breaker", actor_name: str | None = None) -> str:
     """A breaker name: a non-empty string without braces (they would break hash tags)."""
     if not isinstance(value, str) or not value or "{" in value or "}" in value:
         raise ConfigurationError(
-            f"a breaker name must be a non-empty string without braces, got {value!r}", option=option
+            f"a breaker name must be a non-empty string without braces, got {value!r}",
+            option=option,
+            actor_name=actor_name,
         )
     return value
 

@@ -950,3 +950,106 @@ def test_no_import_or_construction_side_effects() -> None:
     breaker = dr.CircuitBreaker(backend=dr.RedisBackend(url="redis://127.0.0.1:1/0"))
     assert threading.active_count() == before
     assert breaker.local.listening is False
+
+
+def test_the_failure_rate_over_the_window_opens_it(
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    recorded: dict[str, list[dr.Event]],
+) -> None:
+    """Rate rule: outcomes older than the window drop out; min_calls calls at the rate open it."""
+    breaker = install(consecutive_failures=None, failure_rate=0.5, min_calls=6, window=10_000)
+
+    @dramatiq.actor(max_retries=0)
+    def call(fail: bool) -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    running = worker()
+    for fail in (True, True, True, False, False):
+        call.send(fail)
+        settle(broker, running, clock)
+    breaker.flush()  # batched outcomes count when they arrive: send them now
+    clock.advance(10_000)  # all five leave the window; had they stayed, 6 of 10 would trip it below
+    for fail in (True, False, True, False, True):
+        call.send(fail)
+        settle(broker, running, clock)
+    assert recorded.get("breaker_transition") is None  # 3 failures in 5 calls: under min_calls
+    call.send(True)
+    settle(broker, running, clock)
+    event = recorded["breaker_transition"][0]
+    assert (event["reason"], event["failures"], event["calls"]) == ("failure_rate", 4, 6)
+
+
+def test_successes_below_probes_and_an_explicit_probe_lease(
+    install: Install,
+    worker: Callable[[], Worker],
+    broker: StubBroker,
+    backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """probes=2, successes=1: the first success closes it; breaker_probe_lease sets the permit's lease."""
+    breaker = install(consecutive_failures=1, probes=2, successes=1, probe_lease=2_500)
+    leases: list[int] = []
+    original = backend.breaker_check
+
+    def spy(name: str, **kwargs: Any) -> Any:
+        leases.append(kwargs["lease_ms"])
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(backend, "breaker_check", spy)
+
+    @dramatiq.actor(max_retries=0)
+    def call(n: int) -> None:
+        if n == 0:
+            raise ConnectionError("down")
+
+    running = worker()
+    call.send(0)
+    settle(broker, running, clock)
+    clock.advance(COOLDOWN)
+    call.send(1)
+    settle(broker, running, clock)
+    assert breaker.status("call").state == "closed"
+    assert set(leases) == {2_500}
+
+
+def test_batches_are_sent_after_flush_ms(
+    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock
+) -> None:
+    """A batch that is not full is sent by the listener once its first outcome is flush_ms old."""
+    breaker = install(flush_every=1_000, flush_ms=2_000)
+
+    @dramatiq.actor(max_retries=0)
+    def call() -> None:
+        pass
+
+    running = worker()
+    assert breaker.local.wait_listening(5)
+    for _ in range(3):
+        call.send()
+    settle(broker, running, clock)
+    assert breaker.status("call").calls == 0
+    clock.advance(1_999)
+    time.sleep(0.3)  # two listener ticks
+    assert breaker.status("call").calls == 0
+    clock.advance(1)
+    wait_until(lambda: breaker.status("call").calls == 3)
+
+
+def test_a_forked_process_starts_afresh(clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After fork, the cache, batches, lock and listener of the parent are not reused."""
+    local = dr.CircuitBreaker(backend=dr.StubBackend(clock=clock), clock=clock).local
+    settings = dr.BreakerSettings()
+    local.check("b", settings, member="m", lease_ms=1_000)
+    local.record("b", settings, epoch=0, outcome="success")
+    parent = local._local
+    assert local.cached("b") is not None
+    monkeypatch.setattr("os.getpid", lambda: parent.pid + 1)
+    assert local.cached("b") is None
+    child = local._local
+    assert child is not parent
+    assert (child.batches, child.thread, child.origin == parent.origin) == ({}, None, False)

@@ -160,3 +160,40 @@ def test_the_listener_recovers_after_a_redis_restart(
         assert sum("reached its state backend again" in m for m in logged) == 1
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("broker_kind", ["redis", "rabbitmq"])
+def test_deferral_on_real_brokers_keeps_retries_and_runs_after_closing(
+    request: pytest.FixtureRequest, broker_kind: str, redis_url: str, namespace: str, queue_name: str
+) -> None:
+    """RedisBroker and RabbitMQ, real time: a max_retries=0 message deferred by an open breaker runs later."""
+    broker = request.getfixturevalue(f"{broker_kind}_broker")
+    backend = dr.RedisBackend(url=redis_url, namespace=namespace)
+    breaker = dr.install(
+        broker, backend=backend, breaker={"consecutive_failures": 1, "cooldown": 300, "cache_ms": 0}
+    ).breaker
+    state = {"down": True, "runs": []}
+
+    @dramatiq.actor(max_retries=0, queue_name=queue_name, breaker="dep")
+    def call(n: int) -> None:
+        state["runs"].append(n)
+        if state["down"]:
+            raise ConnectionError("down")
+
+    worker = request.getfixturevalue(f"{broker_kind}_worker")
+    assert isinstance(worker, Worker)
+    deferred: list[dr.Event] = []
+    dr.subscribe("message_deferred", deferred.append)
+    try:
+        call.send(0)
+        wait_until(lambda: breaker.status("dep").state == "open", 10, "the trip")
+        state["down"] = False
+        message = call.send(1)
+        wait_until(lambda: state["runs"] == [0, 1], 10, "the deferred message to run")
+    finally:
+        dr.unsubscribe("message_deferred", deferred.append)
+    assert [(e["message_id"], e["reason"]) for e in deferred] == [(message.message_id, "circuit_open")]
+    assert breaker.status("dep").state == "closed"
+    history = [(t.from_state, t.to_state) for t in reversed(breaker.admin.history("dep"))]
+    assert history == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    backend.close()

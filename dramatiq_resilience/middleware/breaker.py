@@ -196,7 +196,7 @@ class CircuitBreaker(ResilienceMiddleware):
     def _name_of(self, value: bool | str, actor_name: str) -> str | None:
         if value is False:
             return None
-        return check_name(actor_name, option="breaker") if value is True else str(value)
+        return check_name(actor_name, actor_name=actor_name) if value is True else str(value)
 
     def validate_actor(self, broker: Broker, actor: Any) -> None:
         name = self._name_of(actor.options.get("breaker", self.breaker), actor.actor_name)
