@@ -38,79 +38,6 @@ def backend(request: pytest.FixtureRequest, clock: dr.FakeClock) -> Iterator[dr.
     backend.close()
 
 
-@pytest.fixture
-def broker(stub_broker: StubBroker, clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch) -> StubBroker:
-    """The StubBroker, with delayed messages due on the fake clock."""
-    monkeypatch.setattr("dramatiq.brokers.stub.current_millis", clock.now_ms)
-    monkeypatch.setattr("dramatiq.worker.current_millis", clock.now_ms)
-    stub_broker.add_middleware(CurrentMessage())
-    return stub_broker
-
-
-@pytest.fixture
-def recorded() -> Iterator[dict[str, list[dr.Event]]]:
-    """Every event, by name."""
-    seen: dict[str, list[dr.Event]] = {}
-
-    def listener(event: dr.Event) -> None:
-        seen.setdefault(event.name, []).append(event)
-
-    dr.subscribe("*", listener)
-    yield seen
-    dr.unsubscribe("*", listener)
-
-
-Install = Callable[..., dr.CircuitBreaker]
-
-
-@pytest.fixture
-def install(broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock) -> Install:
-    def install(**options: Any) -> dr.CircuitBreaker:
-        options.setdefault("clock", clock)
-        stack = dr.install(broker, backend=backend, breaker=options)
-        breaker: dr.CircuitBreaker = stack.breaker
-        return breaker
-
-    return install
-
-
-@pytest.fixture
-def worker(broker: StubBroker) -> Iterator[Callable[[], Worker]]:
-    started: list[Worker] = []
-
-    def start() -> Worker:
-        worker = Worker(broker, worker_timeout=20, worker_threads=4)
-        worker.start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-def parked(worker: Worker) -> list[Any]:
-    """Messages waiting in the worker's delay queues (deferred or retried), by eta."""
-    items = [item for consumer in worker.consumers.values() for item in list(consumer.delay_queue.queue)]
-    return [item.message for item in sorted(items, key=lambda item: item.priority)]
-
-
-def settle(broker: StubBroker, worker: Worker, clock: dr.FakeClock, timeout: float = 15.0) -> None:
-    """Wait until every message due at the fake clock's time has been processed."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < 4:
-        assert time.monotonic() < deadline, "messages were still being processed"
-        now = clock.now_ms()
-        busy = any(
-            queue.unfinished_tasks for name, queue in broker.queues.items() if not name.endswith(".DQ")
-        )
-        unfetched = any(queue.qsize() for name, queue in broker.queues.items() if name.endswith(".DQ"))
-        due = any(message.options.get("eta", 0) <= now for message in parked(worker))
-        quiet = 0 if busy or unfetched or due else quiet + 1
-        time.sleep(0.015)
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -118,12 +45,87 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def outcomes(recorded: dict[str, list[dr.Event]]) -> list[str]:
-    return [event["outcome"] for event in recorded.get("breaker_call", [])]
+class Harness:
+    """A StubBroker whose delayed messages are due on the fake clock, a Worker, and every event by name."""
+
+    def __init__(self, broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock) -> None:
+        self.broker, self.backend, self.clock = broker, backend, clock
+        self.events: dict[str, list[dr.Event]] = {}
+        self.worker: Worker | None = None
+
+    def record(self, event: dr.Event) -> None:
+        self.events.setdefault(event.name, []).append(event)
+
+    def install(self, backend: dr.StateBackend | None = None, **options: Any) -> dr.CircuitBreaker:
+        options.setdefault("clock", self.clock)
+        breaker: dr.CircuitBreaker = dr.install(
+            self.broker, backend=backend or self.backend, breaker=options
+        ).breaker
+        return breaker
+
+    def start(self) -> None:
+        self.worker = Worker(self.broker, worker_timeout=20, worker_threads=4)
+        self.worker.start()
+
+    def parked(self) -> list[Any]:
+        """Messages waiting in the worker's delay queues (deferred or retried), by eta."""
+        assert self.worker is not None
+        consumers = self.worker.consumers.values()
+        items = [item for consumer in consumers for item in list(consumer.delay_queue.queue)]
+        return [item.message for item in sorted(items, key=lambda item: item.priority)]
+
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until every message due at the fake clock's time has been processed."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 4:
+            assert time.monotonic() < deadline, "messages were still being processed"
+            queues = self.broker.queues.items()
+            busy = any(queue.unfinished_tasks for name, queue in queues if not name.endswith(".DQ"))
+            unfetched = any(queue.qsize() for name, queue in queues if name.endswith(".DQ"))
+            due = any(message.options.get("eta", 0) <= self.clock.now_ms() for message in self.parked())
+            quiet = 0 if busy or unfetched or due else quiet + 1
+            time.sleep(0.015)
+
+    def dependency_actor(self, **options: Any) -> tuple[Any, Dependency]:
+        """An actor (``max_retries=0``, breaker ``dep`` unless told) calling a fresh Dependency, started."""
+        dependency = Dependency()
+        options = {"max_retries": 0, "breaker": "dep", **options}
+
+        @dramatiq.actor(actor_name="call", **options)
+        def call(n: int) -> None:
+            dependency(n)
+
+        self.start()
+        return call, dependency
+
+    def run(self, actor: Any, *args: Any, **kwargs: Any) -> None:
+        """Send one message and wait until it was processed."""
+        actor.send(*args, **kwargs)
+        self.settle()
+
+    def outcomes(self) -> list[str]:
+        return [event["outcome"] for event in self.events.get("breaker_call", [])]
+
+    def transitions(self) -> list[tuple[str, str, str]]:
+        return [
+            (e["from_state"], e["to_state"], e["reason"]) for e in self.events.get("breaker_transition", [])
+        ]
 
 
-def transitions(recorded: dict[str, list[dr.Event]]) -> list[tuple[str, str, str]]:
-    return [(e["from_state"], e["to_state"], e["reason"]) for e in recorded.get("breaker_transition", [])]
+@pytest.fixture
+def h(
+    stub_broker: StubBroker, backend: dr.StateBackend, clock: dr.FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    monkeypatch.setattr("dramatiq.brokers.stub.current_millis", clock.now_ms)
+    monkeypatch.setattr("dramatiq.worker.current_millis", clock.now_ms)
+    stub_broker.add_middleware(CurrentMessage())
+    harness = Harness(stub_broker, backend, clock)
+    dr.subscribe("*", harness.record)
+    yield harness
+    dr.unsubscribe("*", harness.record)
+    if harness.worker is not None:
+        harness.worker.stop()
 
 
 class Dependency:
@@ -146,81 +148,58 @@ class Dependency:
         return sorted(n for n, _ in self.calls)
 
 
-def test_a_healthy_breaker_runs_every_message(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_healthy_breaker_runs_every_message(h: Harness) -> None:
     """Closed: every message runs once and its success is counted."""
-    breaker = install()
-    dependency = Dependency()
+    breaker = h.install()
+    call, dependency = h.dependency_actor(breaker=True)
     dependency.down = False
-
-    @dramatiq.actor(max_retries=0)
-    def call(n: int) -> None:
-        dependency(n)
-
     for n in range(12):
         call.send(n)
-    settle(broker, worker(), clock)
+    h.settle()
     breaker.flush()
     assert dependency.ran() == list(range(12))
     status = breaker.status("call")
     assert (status.state, status.calls, status.failures) == ("closed", 12, 0)
-    assert outcomes(recorded) == ["success"] * 12
-    assert recorded.get("breaker_transition") is None
+    assert h.outcomes() == ["success"] * 12
+    assert h.events.get("breaker_transition") is None
 
 
-def test_an_open_breaker_defers_and_a_max_retries_0_message_runs_once_it_closes(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_an_open_breaker_defers_and_a_max_retries_0_message_runs_once_it_closes(h: Harness) -> None:
     """Five failures open it; later messages are deferred (retries untouched) and run once it closes."""
-    breaker = install()
-    dependency = Dependency()
-
-    @dramatiq.actor(max_retries=0, breaker="dep")
-    def call(n: int) -> None:
-        dependency(n)
-
-    running = worker()
+    breaker = h.install()
+    call, dependency = h.dependency_actor()
     for n in range(5):
         call.send(n)
-    settle(broker, running, clock)
-    assert transitions(recorded) == [("closed", "open", "consecutive_failures")]
-    assert len(broker.dead_letters) == 5  # they ran and failed, with no retries left
+    h.settle()
+    assert h.transitions() == [("closed", "open", "consecutive_failures")]
+    assert len(h.broker.dead_letters) == 5  # they ran and failed, with no retries left
 
     for n in range(5, 8):
         call.send(n)
-    settle(broker, running, clock)
+    h.settle()
     assert dependency.ran() == [0, 1, 2, 3, 4]
-    waiting = parked(running)
+    waiting = h.parked()
     assert sorted(m.args[0] for m in waiting) == [5, 6, 7]
     for message in waiting:
         assert message.options["deferred_reason"] == "circuit_open"
         assert message.options["deferrals"] == 1
         assert "retries" not in message.options
-        assert COOLDOWN <= message.options["eta"] - clock.now_ms() <= COOLDOWN + 3_000
-    assert len(broker.dead_letters) == 5
+        assert COOLDOWN <= message.options["eta"] - h.clock.now_ms() <= COOLDOWN + 3_000
+    assert len(h.broker.dead_letters) == 5
 
     dependency.down = False
-    clock.advance(COOLDOWN + JITTER)
-    settle(broker, running, clock)
+    h.clock.advance(COOLDOWN + JITTER)
+    h.settle()
     # One became the probe and closed it; the others found it half-open and waited again.
-    assert len(recorded["breaker_probe"]) == 1
-    clock.advance(COOLDOWN + JITTER)
-    settle(broker, running, clock)
+    assert len(h.events["breaker_probe"]) == 1
+    h.clock.advance(COOLDOWN + JITTER)
+    h.settle()
     assert dependency.ran() == [0, 1, 2, 3, 4, 5, 6, 7]
     for n, options in dependency.calls[5:]:
         assert options.get("retries", 0) == 0, n
         assert options["deferrals"] >= 1
-    assert len(broker.dead_letters) == 5
-    assert transitions(recorded) == [
+    assert len(h.broker.dead_letters) == 5
+    assert h.transitions() == [
         ("closed", "open", "consecutive_failures"),
         ("open", "half_open", "cooldown_elapsed"),
         ("half_open", "closed", "probes_succeeded"),
@@ -228,15 +207,9 @@ def test_an_open_breaker_defers_and_a_max_retries_0_message_runs_once_it_closes(
     assert breaker.status("dep").state == "closed"
 
 
-def test_half_open_runs_exactly_the_probes(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_half_open_runs_exactly_the_probes(h: Harness) -> None:
     """probes=2, successes=2: two probes run while the others wait; two successes close it."""
-    breaker = install(probes=2, consecutive_failures=2)
+    breaker = h.install(probes=2, consecutive_failures=2)
     release = threading.Event()
     ran: list[int] = []
 
@@ -247,156 +220,107 @@ def test_half_open_runs_exactly_the_probes(
             raise ConnectionError("down")
         release.wait(10)
 
-    running = worker()
+    h.start()
     call.send(0)
-    call.send(1)
-    settle(broker, running, clock)
+    h.run(call, 1)
     assert breaker.status("call").state == "open"
     for n in range(2, 8):
         call.send(n)
-    settle(broker, running, clock)
-    clock.advance(COOLDOWN + JITTER)
+    h.settle()
+    h.clock.advance(COOLDOWN + JITTER)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        waiting = [m for m in parked(running) if m.options["deferrals"] == 2]
+        waiting = [m for m in h.parked() if m.options["deferrals"] == 2]
         if len(waiting) == 4 and len(ran) == 4:
             break
         time.sleep(0.01)
     assert len(ran) == 4  # the two failures, then exactly two probes, blocked in the actor
-    assert len(recorded["breaker_probe"]) == 2
+    assert len(h.events["breaker_probe"]) == 2
     status = breaker.status("call")
     assert (status.state, status.probes_in_flight) == ("half_open", 2)
-    assert [m.options["deferrals"] for m in parked(running)] == [2, 2, 2, 2]
+    assert [m.options["deferrals"] for m in h.parked()] == [2, 2, 2, 2]
     release.set()
-    settle(broker, running, clock)
+    h.settle()
     assert breaker.status("call").state == "closed"
-    clock.advance(COOLDOWN + JITTER)
-    settle(broker, running, clock)
+    h.clock.advance(COOLDOWN + JITTER)
+    h.settle()
     assert sorted(ran) == list(range(8))
-    assert transitions(recorded)[-1] == ("half_open", "closed", "probes_succeeded")
-    assert recorded["breaker_transition"][-1]["calls"] == 2
+    assert h.transitions()[-1] == ("half_open", "closed", "probes_succeeded")
+    assert h.events["breaker_transition"][-1]["calls"] == 2
 
 
-def test_a_failed_probe_reopens_with_a_doubled_cooldown(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_failed_probe_reopens_with_a_doubled_cooldown(h: Harness) -> None:
     """Each failed probe round doubles the cooldown, up to cooldown_max; deferrals wait that long."""
-    breaker = install(consecutive_failures=1, cooldown=1_000, cooldown_max=3_000)
-    dependency = Dependency()
-
-    @dramatiq.actor(max_retries=0, breaker="dep")
-    def call(n: int) -> None:
-        dependency(n)
-
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
+    breaker = h.install(consecutive_failures=1, cooldown=1_000, cooldown_max=3_000)
+    call, dependency = h.dependency_actor()
+    h.run(call, 0)
     for n in range(1, 4):
-        clock.advance(breaker.status("dep").retry_after_ms)
+        h.clock.advance(breaker.status("dep").retry_after_ms)
         call.send(n)  # becomes the probe, and fails
-        settle(broker, running, clock)
-    opened = [e for e in recorded["breaker_transition"] if e["to_state"] == "open"]
+        h.settle()
+    opened = [e for e in h.events["breaker_transition"] if e["to_state"] == "open"]
     assert [(e["reason"], e["cooldown_ms"]) for e in opened] == [
         ("consecutive_failures", 1_000),
         ("probe_failed", 2_000),
         ("probe_failed", 3_000),
         ("probe_failed", 3_000),
     ]
-    call.send(9)
-    settle(broker, running, clock)
-    assert recorded["message_deferred"][-1]["delay_ms"] >= 3_000
+    h.run(call, 9)
+    assert h.events["message_deferred"][-1]["delay_ms"] >= 3_000
     assert dependency.ran() == [0, 1, 2, 3]
 
 
-def test_on_open_fail_dead_letters_with_circuit_open(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_on_open_fail_dead_letters_with_circuit_open(h: Harness) -> None:
     """breaker_on_open="fail": an open breaker dead-letters the message at once, without running it."""
-    install(consecutive_failures=1)
-    dependency = Dependency()
-
-    @dramatiq.actor(max_retries=3, breaker_on_open="fail")
-    def call(n: int) -> None:
-        dependency(n)
-
-    running = worker()
+    h.install(consecutive_failures=1)
+    call, dependency = h.dependency_actor(max_retries=3, breaker_on_open="fail", breaker=True)
     call.send_with_options(args=(0,), max_retries=0)
-    settle(broker, running, clock)
-    call.send(1)
-    settle(broker, running, clock)
+    h.settle()
+    h.run(call, 1)
     assert dependency.ran() == [0]
-    rejected = recorded["message_rejected"]
+    rejected = h.events["message_rejected"]
     assert [(e["reason"], e["actor_name"]) for e in rejected] == [("circuit_open", "call")]
     error = rejected[0]["error"]
     assert isinstance(error, dr.CircuitOpen)
     assert (error.breaker, error.retry_after_ms) == ("call", COOLDOWN)
-    assert len(broker.dead_letters) == 2
-    assert parked(running) == []
+    assert len(h.broker.dead_letters) == 2
+    assert h.parked() == []
 
 
-def test_message_options_choose_the_breaker_and_the_policy(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_message_options_choose_the_breaker_and_the_policy(h: Harness) -> None:
     """A message may bypass the breaker (breaker=False) or fail instead of waiting."""
-    breaker = install(consecutive_failures=1)
-    dependency = Dependency()
-
-    @dramatiq.actor(max_retries=0, breaker="dep")
-    def call(n: int) -> None:
-        dependency(n)
-
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
+    breaker = h.install(consecutive_failures=1)
+    call, dependency = h.dependency_actor()
+    h.run(call, 0)
     call.send_with_options(args=(1,), breaker=False)
     call.send_with_options(args=(2,), breaker_on_open="fail")
     call.send_with_options(args=(3,), breaker="elsewhere")
-    settle(broker, running, clock)
+    h.settle()
     assert dependency.ran() == [0, 1, 3]
-    assert [e["reason"] for e in recorded["message_rejected"]] == ["circuit_open"]
+    assert [e["reason"] for e in h.events["message_rejected"]] == ["circuit_open"]
     # Message 3 counted against the breaker it named, not against "dep".
     assert (breaker.status("elsewhere").state, breaker.status("dep").epoch) == ("open", 1)
 
 
-def test_a_bad_message_option_dead_letters_it(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_bad_message_option_dead_letters_it(h: Harness) -> None:
     """A message naming a bad breaker is rejected as InvalidMessage, not run."""
-    install()
+    h.install()
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         ran.append(n)
 
-    running = worker()
+    h.start()
     call.send_with_options(args=(1,), breaker="{bad}")
-    settle(broker, running, clock)
+    h.settle()
     assert ran == []
-    assert [e["reason"] for e in recorded["message_rejected"]] == ["invalid_message"]
+    assert [e["reason"] for e in h.events["message_rejected"]] == ["invalid_message"]
 
 
-def test_actors_naming_one_breaker_share_it(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock
-) -> None:
+def test_actors_naming_one_breaker_share_it(h: Harness) -> None:
     """Failures of one actor open the breaker for every actor naming it; others are unaffected."""
-    breaker = install(consecutive_failures=3)
+    breaker = h.install(consecutive_failures=3)
     dependency = Dependency()
     other: list[int] = []
 
@@ -412,27 +336,20 @@ def test_actors_naming_one_breaker_share_it(
     def unrelated(n: int) -> None:
         other.append(100 + n)
 
-    running = worker()
+    h.start()
     for n in range(3):
         charge.send(n)
-    settle(broker, running, clock)
+    h.settle()
     refund.send(7)
-    unrelated.send(1)
-    settle(broker, running, clock)
+    h.run(unrelated, 1)
     assert other == [101]
-    assert [m.actor_name for m in parked(running)] == ["refund"]
+    assert [m.actor_name for m in h.parked()] == ["refund"]
     assert breaker.admin.names()["gateway"]["actors"] == ["charge", "refund"]
 
 
-def test_throws_ignore_and_record_decide_what_counts(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_throws_ignore_and_record_decide_what_counts(h: Harness) -> None:
     """throws and breaker_ignore never count; with breaker_record only those count, others succeed."""
-    breaker = install(consecutive_failures=2)
+    breaker = h.install(consecutive_failures=2)
 
     class Declined(Exception):
         pass
@@ -448,63 +365,48 @@ def test_throws_ignore_and_record_decide_what_counts(
     def strict(kind: str) -> None:
         raise {"declined": Declined, "down": ConnectionError, "bug": KeyError}[kind]()
 
-    running = worker()
+    h.start()
     for kind in ("declined", "busy", "declined", "busy", "bug"):
-        plain.send(kind)
-        settle(broker, running, clock)
-    assert outcomes(recorded) == ["ignored", "ignored", "ignored", "ignored", "failure"]
+        h.run(plain, kind)
+    assert h.outcomes() == ["ignored", "ignored", "ignored", "ignored", "failure"]
     assert breaker.status("plain").state == "closed"
     for kind in ("down", "bug", "down", "declined"):
-        strict.send(kind)
-        settle(broker, running, clock)
-    assert outcomes(recorded)[5:] == ["failure", "success", "failure", "failure"]
+        h.run(strict, kind)
+    assert h.outcomes()[5:] == ["failure", "success", "failure", "failure"]
     assert breaker.status("strict").state == "open"
 
 
-def test_slow_calls_open_it(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_slow_calls_open_it(h: Harness) -> None:
     """With breaker_slow_call_ms, 3 slow calls in 4 reach a 0.5 slow-call rate and open it."""
-    breaker = install(consecutive_failures=None, failure_rate=None, min_calls=4)
+    breaker = h.install(consecutive_failures=None, failure_rate=None, min_calls=4)
 
     @dramatiq.actor(max_retries=0, breaker_slow_call_ms=100, breaker_slow_call_rate=0.5)
     def call(ms: int) -> None:
-        clock.advance(ms)
+        h.clock.advance(ms)
 
-    running = worker()
+    h.start()
     for ms in (150, 20, 100, 99, 300):
-        call.send(ms)
-        settle(broker, running, clock)
-    assert [e["slow"] for e in recorded["breaker_call"]] == [True, False, True, False]
-    assert transitions(recorded) == [("closed", "open", "slow_call_rate")]
-    assert (recorded["breaker_transition"][0]["failures"], recorded["breaker_transition"][0]["calls"]) == (
+        h.run(call, ms)
+    assert [e["slow"] for e in h.events["breaker_call"]] == [True, False, True, False]
+    assert h.transitions() == [("closed", "open", "slow_call_rate")]
+    assert (h.events["breaker_transition"][0]["failures"], h.events["breaker_transition"][0]["calls"]) == (
         2,
         4,
     )
     assert breaker.status("call").state == "open"
-    assert len(parked(running)) == 1
+    assert len(h.parked()) == 1
 
 
-def test_a_skipped_probe_gives_its_permit_back(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_skipped_probe_gives_its_permit_back(h: Harness) -> None:
     """A probe skipped by a later middleware releases its permit; the next message probes."""
-    breaker = install(consecutive_failures=1)
+    breaker = h.install(consecutive_failures=1)
 
     class SkipSome(Middleware):
         def before_process_message(self, broker: Any, message: Any) -> None:
             if message.kwargs.get("skip"):
                 raise SkipMessage("skipped by a later middleware")
 
-    broker.add_middleware(SkipSome(), before=dramatiq.middleware.Retries)
+    h.broker.add_middleware(SkipSome(), before=dramatiq.middleware.Retries)
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
@@ -513,30 +415,21 @@ def test_a_skipped_probe_gives_its_permit_back(
         if n == 0:
             raise ConnectionError("down")
 
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
-    clock.advance(COOLDOWN)
-    call.send(1, skip=True)
-    settle(broker, running, clock)
+    h.start()
+    h.run(call, 0)
+    h.clock.advance(COOLDOWN)
+    h.run(call, 1, skip=True)
     status = breaker.status("call")
-    assert (status.state, status.probes_in_flight, len(recorded["breaker_probe"])) == ("half_open", 0, 1)
-    call.send(2)
-    settle(broker, running, clock)
+    assert (status.state, status.probes_in_flight, len(h.events["breaker_probe"])) == ("half_open", 0, 1)
+    h.run(call, 2)
     assert ran == [0, 2]
-    assert len(recorded["breaker_probe"]) == 2
+    assert len(h.events["breaker_probe"]) == 2
     assert breaker.status("call").state == "closed"
 
 
-def test_a_dead_probers_permit_expires_after_its_lease(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_dead_probers_permit_expires_after_its_lease(h: Harness) -> None:
     """A probe permit is leased for the actor's time limit plus 5 s; then another message probes."""
-    breaker = install(consecutive_failures=1)
+    breaker = h.install(consecutive_failures=1)
     hang = threading.Event()
     ran: list[int] = []
 
@@ -548,215 +441,166 @@ def test_a_dead_probers_permit_expires_after_its_lease(
         if n == 1:
             hang.wait(10)  # the prober "dies": it never reports
 
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
-    clock.advance(COOLDOWN)
+    h.start()
+    h.run(call, 0)
+    h.clock.advance(COOLDOWN)
     call.send(1)
     wait_until(lambda: breaker.status("call").probes_in_flight == 1)
-    clock.advance(14_999)
+    h.clock.advance(14_999)
     call.send(2)
-    wait_until(lambda: [m.args for m in parked(running)] == [(2,)])
-    clock.advance(1)
+    wait_until(lambda: [m.args for m in h.parked()] == [(2,)])
+    h.clock.advance(1)
     assert breaker.status("call").probes_in_flight == 0
     call.send(3)
     wait_until(lambda: breaker.status("call").state == "closed")
     assert ran == [0, 1, 3]
-    first, second = recorded["breaker_probe"]
+    first, second = h.events["breaker_probe"]
     assert first["message_id"] != second["message_id"]
     hang.set()
 
 
-def test_max_deferrals_dead_letters_a_message_deferred_too_often(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_max_deferrals_dead_letters_a_message_deferred_too_often(h: Harness) -> None:
     """breaker_max_deferrals=1: the second deferral dead-letters with TooManyDeferrals."""
-    breaker = install(consecutive_failures=1, max_deferrals=1)
+    breaker = h.install(consecutive_failures=1, max_deferrals=1)
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         raise ConnectionError("down")
 
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
+    h.start()
+    h.run(call, 0)
     breaker.force_open("call")
-    call.send(1)
-    settle(broker, running, clock)
-    clock.advance(COOLDOWN + JITTER)
-    settle(broker, running, clock)
-    assert [e["reason"] for e in recorded["message_rejected"]] == ["too_many_deferrals"]
-    assert parked(running) == []
+    h.run(call, 1)
+    h.clock.advance(COOLDOWN + JITTER)
+    h.settle()
+    assert [e["reason"] for e in h.events["message_rejected"]] == ["too_many_deferrals"]
+    assert h.parked() == []
 
 
-def test_cache_and_batches_keep_redis_quiet(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    backend: dr.StateBackend,
-    clock: dr.FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_cache_and_batches_keep_redis_quiet(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """Closed: one check per cache period, one record per 10 outcomes; a failure is sent at once."""
-    breaker = install(cache_ms=1_000, flush_every=10)
+    breaker = h.install(cache_ms=1_000, flush_every=10)
     counts = {"breaker_check": 0, "breaker_record": 0}
     for name in counts:
-        original = getattr(backend, name)
+        original = getattr(h.backend, name)
 
         def counting(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
             counts[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(backend, name, counting)
+        monkeypatch.setattr(h.backend, name, counting)
 
     @dramatiq.actor(max_retries=0)
     def call(fail: bool = False) -> None:
         if fail:
             raise ConnectionError("down")
 
-    running = worker()
+    h.start()
     assert breaker.local.wait_listening(5)  # subscribing drops the cache: notices may have been missed
-    call.send()
-    settle(broker, running, clock)
+    h.run(call)
     for _ in range(29):
         call.send()
-    settle(broker, running, clock)
+    h.settle()
     assert counts == {"breaker_check": 1, "breaker_record": 3}
-    call.send(fail=True)
-    settle(broker, running, clock)
+    h.run(call, fail=True)
     assert counts == {"breaker_check": 1, "breaker_record": 4}
-    clock.advance(1_000)
-    call.send()
-    settle(broker, running, clock)
+    h.clock.advance(1_000)
+    h.run(call)
     assert counts["breaker_check"] == 2
 
 
-def test_caching_off_asks_for_every_message(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    backend: dr.StateBackend,
-    clock: dr.FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """cache_ms=0: every message is admitted by the backend."""
-    install(cache_ms=0)
+def test_caching_off_asks_for_every_message(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache_ms=0: every message is admitted by the h.backend."""
+    h.install(cache_ms=0)
     checks: list[str] = []
-    original = backend.breaker_check
+    original = h.backend.breaker_check
 
     def counting(name: str, **kwargs: Any) -> Any:
         checks.append(name)
         return original(name, **kwargs)
 
-    monkeypatch.setattr(backend, "breaker_check", counting)
+    monkeypatch.setattr(h.backend, "breaker_check", counting)
 
     @dramatiq.actor(max_retries=0)
     def call() -> None:
         pass
 
-    running = worker()
+    h.start()
     for _ in range(7):
         call.send()
-    settle(broker, running, clock)
+    h.settle()
     assert checks == ["call"] * 7
 
 
-def test_a_transition_elsewhere_drops_the_cache(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    backend: dr.StateBackend,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_transition_elsewhere_drops_the_cache(h: Harness) -> None:
     """An operator forcing the breaker open elsewhere is honoured at once despite a long cache."""
-    breaker = install(cache_ms=3_600_000)
+    breaker = h.install(cache_ms=3_600_000)
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         ran.append(n)
 
-    running = worker()
+    h.start()
     assert breaker.local.wait_listening(5)
-    call.send(0)
-    settle(broker, running, clock)
+    h.run(call, 0)
     assert breaker.local.cached("call") is not None
-    operator = dr.Breakers(backend)
+    operator = dr.Breakers(h.backend)
     operator.force_open("call")
     deadline = time.monotonic() + 5
     while breaker.local.cached("call") is not None and time.monotonic() < deadline:
         time.sleep(0.01)
-    call.send(1)
-    settle(broker, running, clock)
+    h.run(call, 1)
     assert ran == [0]
-    assert [m.args for m in parked(running)] == [(1,)]
-    notices = recorded["breaker_notice"]
+    assert [m.args for m in h.parked()] == [(1,)]
+    notices = h.events["breaker_notice"]
     assert [(e["to_state"], e["reason"]) for e in notices] == [("forced_open", "forced_open")]
     operator.reset("call")
     deadline = time.monotonic() + 5
-    while recorded["breaker_notice"][-1]["reason"] != "reset" and time.monotonic() < deadline:
+    while h.events["breaker_notice"][-1]["reason"] != "reset" and time.monotonic() < deadline:
         time.sleep(0.01)
-    clock.advance(COOLDOWN + JITTER)
-    settle(broker, running, clock)
+    h.clock.advance(COOLDOWN + JITTER)
+    h.settle()
     assert ran == [0, 1]
 
 
-def test_forced_closed_runs_everything(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_forced_closed_runs_everything(h: Harness) -> None:
     """Forced closed: failures are counted, nothing trips it, until a reset."""
-    breaker = install(consecutive_failures=1)
+    breaker = h.install(consecutive_failures=1)
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         raise ConnectionError("down")
 
     breaker.force_closed("call")
-    running = worker()
+    h.start()
     for n in range(6):
         call.send(n)
-    settle(broker, running, clock)
+    h.settle()
     breaker.flush()
     status = breaker.status("call")
-    assert (status.state, status.failures, len(broker.dead_letters)) == ("forced_closed", 6, 6)
+    assert (status.state, status.failures, len(h.broker.dead_letters)) == ("forced_closed", 6, 6)
     breaker.reset("call")
-    call.send(7)
-    settle(broker, running, clock)
+    h.run(call, 7)
     assert breaker.status("call").state == "open"
 
 
-def test_transitions_are_logged_announced_and_heard(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_transitions_are_logged_announced_and_heard(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     """Each transition logs one line, emits breaker_transition, and calls on_state_change listeners."""
     heard: list[tuple[BreakerTransition, bool]] = []
-    breaker = install(on_state_change=[lambda t, local: heard.append((t, local))])
+    breaker = h.install(on_state_change=[lambda t, local: heard.append((t, local))])
 
     @dramatiq.actor(max_retries=0, breaker="payments-gateway")
     def call(n: int) -> None:
         raise ConnectionError("down")
 
-    running = worker()
+    h.start()
     caplog.set_level(logging.INFO)
     for n in range(5):
         call.send(n)
-    settle(broker, running, clock)
+    h.settle()
     assert "Circuit 'payments-gateway' opened for 30000 ms after 5 failures in 5 calls." in caplog.messages
-    event = recorded["breaker_transition"][0]
+    event = h.events["breaker_transition"][0]
     assert {
         k: event[k]
         for k in ("breaker", "from_state", "to_state", "reason", "cooldown_ms", "failures", "calls")
@@ -773,15 +617,9 @@ def test_transitions_are_logged_announced_and_heard(
     assert breaker.on_state_change(print) is print
 
 
-def test_a_broken_listener_does_not_break_the_breaker(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_a_broken_listener_does_not_break_the_breaker(h: Harness) -> None:
     """A listener that raises is logged; the transition still happens."""
-    breaker = install(consecutive_failures=1)
+    breaker = h.install(consecutive_failures=1)
 
     def broken(transition: BreakerTransition, local: bool) -> None:
         raise RuntimeError("listener bug")
@@ -792,70 +630,61 @@ def test_a_broken_listener_does_not_break_the_breaker(
     def call() -> None:
         raise ConnectionError("down")
 
-    running = worker()
-    call.send()
-    settle(broker, running, clock)
+    h.start()
+    h.run(call)
     assert breaker.status("call").state == "open"
 
 
 def test_a_backend_outage_lets_messages_run_and_is_logged_once(
-    broker: StubBroker, clock: dr.FakeClock, caplog: pytest.LogCaptureFixture, worker: Callable[[], Worker]
+    h: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     """on_backend_error="allow": messages run while the backend is down; one warning, then a recovery line."""
-    backend = dr.StubBackend(clock=clock)
-    dr.install(broker, backend=backend, breaker={"clock": clock, "cache_ms": 0})
+    backend = dr.StubBackend(clock=h.clock)
+    h.install(backend=backend, cache_ms=0)
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         ran.append(n)
 
-    running = worker()
+    h.start()
     caplog.set_level(logging.INFO)
     backend.unavailable = True
     for n in range(4):
         call.send(n)
-    settle(broker, running, clock)
+    h.settle()
     assert sorted(ran) == [0, 1, 2, 3]
     warnings = [r for r in caplog.records if "cannot reach its state backend" in r.getMessage()]
     assert len(warnings) == 1
     backend.unavailable = False
-    call.send(4)
-    settle(broker, running, clock)
+    h.run(call, 4)
     assert any("reached its state backend again" in r.getMessage() for r in caplog.records)
 
 
-def test_a_backend_outage_can_defer_instead(
-    broker: StubBroker, clock: dr.FakeClock, worker: Callable[[], Worker]
-) -> None:
+def test_a_backend_outage_can_defer_instead(h: Harness) -> None:
     """on_backend_error="defer": messages wait backend_retry_delay ms, then run."""
-    backend = dr.StubBackend(clock=clock)
-    dr.install(
-        broker,
-        backend=backend,
-        breaker={"clock": clock, "on_backend_error": "defer", "backend_retry_delay": 2_000},
-    )
+    backend = dr.StubBackend(clock=h.clock)
+    h.install(backend=backend, on_backend_error="defer", backend_retry_delay=2_000)
     ran: list[int] = []
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         ran.append(n)
 
-    running = worker()
+    h.start()
     backend.unavailable = True
-    call.send(1)
-    settle(broker, running, clock)
+    h.run(call, 1)
     assert ran == []
-    assert parked(running)[0].options["deferred_reason"] == "backend_unavailable"
+    assert h.parked()[0].options["deferred_reason"] == "backend_unavailable"
     backend.unavailable = False
-    clock.advance(2_000 + JITTER)
-    settle(broker, running, clock)
+    h.clock.advance(2_000 + JITTER)
+    h.settle()
     assert ran == [1]
 
 
-def test_conflicting_settings_for_one_breaker_are_refused(install: Install) -> None:
+def test_conflicting_settings_for_one_breaker_are_refused(h: Harness) -> None:
     """Two actors configuring one breaker differently: the second declaration names both."""
-    install(breakers={"gateway": {"cooldown": 1_000}})
+    h.install(breakers={"gateway": {"cooldown": 1_000}})
 
     @dramatiq.actor(breaker="gateway", breaker_consecutive_failures=3)
     def charge() -> None: ...
@@ -880,9 +709,9 @@ def test_conflicting_settings_for_one_breaker_are_refused(install: Install) -> N
         def void() -> None: ...
 
 
-def test_named_breaker_settings_combine(install: Install) -> None:
+def test_named_breaker_settings_combine(h: Harness) -> None:
     """A named breaker's settings: defaults, then breakers=, then its actors' options."""
-    breaker = install(cooldown=5_000, breakers={"gateway": {"probes": 3}})
+    breaker = h.install(cooldown=5_000, breakers={"gateway": {"probes": 3}})
 
     @dramatiq.actor(breaker="gateway", breaker_successes=2)
     def charge() -> None: ...
@@ -919,10 +748,10 @@ def test_named_breaker_settings_combine(install: Install) -> None:
     ],
 )
 def test_bad_actor_options_are_refused_at_declaration(
-    install: Install, options: dict[str, Any], expected: str
+    h: Harness, options: dict[str, Any], expected: str
 ) -> None:
     """Bad breaker options raise ConfigurationError naming the actor and the option."""
-    install()
+    h.install()
     with pytest.raises(dr.ConfigurationError) as raised:
         dramatiq.actor(actor_name="a", **options)(lambda: None)
     assert expected in str(raised.value)
@@ -952,91 +781,73 @@ def test_no_import_or_construction_side_effects() -> None:
     assert breaker.local.listening is False
 
 
-def test_the_failure_rate_over_the_window_opens_it(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    clock: dr.FakeClock,
-    recorded: dict[str, list[dr.Event]],
-) -> None:
+def test_the_failure_rate_over_the_window_opens_it(h: Harness) -> None:
     """Rate rule: outcomes older than the window drop out; min_calls calls at the rate open it."""
-    breaker = install(consecutive_failures=None, failure_rate=0.5, min_calls=6, window=10_000)
+    breaker = h.install(consecutive_failures=None, failure_rate=0.5, min_calls=6, window=10_000)
 
     @dramatiq.actor(max_retries=0)
     def call(fail: bool) -> None:
         if fail:
             raise ConnectionError("down")
 
-    running = worker()
+    h.start()
     for fail in (True, True, True, False, False):
-        call.send(fail)
-        settle(broker, running, clock)
+        h.run(call, fail)
     breaker.flush()  # batched outcomes count when they arrive: send them now
-    clock.advance(10_000)  # all five leave the window; had they stayed, 6 of 10 would trip it below
+    h.clock.advance(10_000)  # all five leave the window; had they stayed, 6 of 10 would trip it below
     for fail in (True, False, True, False, True):
-        call.send(fail)
-        settle(broker, running, clock)
-    assert recorded.get("breaker_transition") is None  # 3 failures in 5 calls: under min_calls
-    call.send(True)
-    settle(broker, running, clock)
-    event = recorded["breaker_transition"][0]
+        h.run(call, fail)
+    assert h.events.get("breaker_transition") is None  # 3 failures in 5 calls: under min_calls
+    h.run(call, True)
+    event = h.events["breaker_transition"][0]
     assert (event["reason"], event["failures"], event["calls"]) == ("failure_rate", 4, 6)
 
 
 def test_successes_below_probes_and_an_explicit_probe_lease(
-    install: Install,
-    worker: Callable[[], Worker],
-    broker: StubBroker,
-    backend: dr.StateBackend,
-    clock: dr.FakeClock,
-    monkeypatch: pytest.MonkeyPatch,
+    h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """probes=2, successes=1: the first success closes it; breaker_probe_lease sets the permit's lease."""
-    breaker = install(consecutive_failures=1, probes=2, successes=1, probe_lease=2_500)
+    breaker = h.install(consecutive_failures=1, probes=2, successes=1, probe_lease=2_500)
     leases: list[int] = []
-    original = backend.breaker_check
+    original = h.backend.breaker_check
 
     def spy(name: str, **kwargs: Any) -> Any:
         leases.append(kwargs["lease_ms"])
         return original(name, **kwargs)
 
-    monkeypatch.setattr(backend, "breaker_check", spy)
+    monkeypatch.setattr(h.backend, "breaker_check", spy)
 
     @dramatiq.actor(max_retries=0)
     def call(n: int) -> None:
         if n == 0:
             raise ConnectionError("down")
 
-    running = worker()
-    call.send(0)
-    settle(broker, running, clock)
-    clock.advance(COOLDOWN)
-    call.send(1)
-    settle(broker, running, clock)
+    h.start()
+    h.run(call, 0)
+    h.clock.advance(COOLDOWN)
+    h.run(call, 1)
     assert breaker.status("call").state == "closed"
     assert set(leases) == {2_500}
 
 
-def test_batches_are_sent_after_flush_ms(
-    install: Install, worker: Callable[[], Worker], broker: StubBroker, clock: dr.FakeClock
-) -> None:
+def test_batches_are_sent_after_flush_ms(h: Harness) -> None:
     """A batch that is not full is sent by the listener once its first outcome is flush_ms old."""
-    breaker = install(flush_every=1_000, flush_ms=2_000)
+    breaker = h.install(flush_every=1_000, flush_ms=2_000)
 
     @dramatiq.actor(max_retries=0)
     def call() -> None:
         pass
 
-    running = worker()
+    h.start()
     assert breaker.local.wait_listening(5)
     for _ in range(3):
         call.send()
-    settle(broker, running, clock)
+    h.settle()
     assert breaker.status("call").calls == 0
-    clock.advance(1_999)
+    h.clock.advance(1_999)
     time.sleep(0.3)  # two listener ticks
     assert breaker.status("call").calls == 0
-    clock.advance(1)
+    h.clock.advance(1)
     wait_until(lambda: breaker.status("call").calls == 3)
 
 

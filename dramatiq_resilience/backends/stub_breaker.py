@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import queue
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable
@@ -64,6 +67,23 @@ class _StubSubscription(BreakerSubscription):
         self.backend._unsubscribe(self)
 
 
+@dataclass
+class _Step:
+    """One atomic step on one breaker: its time, its record, and the notices to publish afterwards."""
+
+    name: str
+    now: int
+    record: dict[str, Any]
+    created: bool
+    origin: str
+    notices: list[BreakerTransition] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.record["state"]
+        return state
+
+
 def _fresh(now: int, settings: BreakerSettings) -> dict[str, Any]:
     return {
         "state": CLOSED,
@@ -99,6 +119,16 @@ class StubBreakerOps(StubBase, BreakerOps):
             }
             return record, True
         return record, False
+
+    @contextmanager
+    def _step(self, name: str, settings: BreakerSettings, origin: str) -> Iterator[_Step]:
+        """Hold the lock for one step on breaker ``name``; publish its transitions after releasing it."""
+        with self.atomic() as now:
+            record, created = self._breaker(name, now, settings)
+            step = _Step(name, now, record, created, origin)
+            yield step
+        for notice in step.notices:
+            self._publish(notice)
 
     def _subscriptions(self) -> list[weakref.ref[_StubSubscription]]:
         with self.lock:
@@ -148,18 +178,9 @@ class StubBreakerOps(StubBase, BreakerOps):
     # -- transitions ----------------------------------------------------------------
 
     def _transition(
-        self,
-        name: str,
-        record: dict[str, Any],
-        to: str,
-        reason: str,
-        now: int,
-        *,
-        failures: int = 0,
-        calls: int = 0,
-        origin: str,
-        notices: list[BreakerTransition],
+        self, step: _Step, to: str, reason: str, *, failures: int = 0, calls: int = 0
     ) -> BreakerTransition:
+        record, now = step.record, step.now
         state = record["state"]
         previous = state["state"]
         state.update(state=to, epoch=state["epoch"] + 1, changed_at=now, reason=reason)
@@ -171,7 +192,7 @@ class StubBreakerOps(StubBase, BreakerOps):
             cooldown = state["cooldown"]
             state.update(opened_at=now, half_open_at=now + cooldown, trip_failures=failures, trip_calls=calls)
         transition = BreakerTransition(
-            breaker=name,
+            breaker=step.name,
             from_state=previous,
             to_state=to,
             reason=reason,
@@ -181,11 +202,11 @@ class StubBreakerOps(StubBase, BreakerOps):
             epoch=state["epoch"],
             at_ms=now,
             half_open_at_ms=state["half_open_at"] if to == OPEN else 0,
-            origin=origin,
+            origin=step.origin,
         )
         record["history"].insert(0, transition)
         del record["history"][HISTORY_LENGTH:]
-        notices.append(transition)
+        step.notices.append(transition)
         return transition
 
     @staticmethod
@@ -201,36 +222,82 @@ class StubBreakerOps(StubBase, BreakerOps):
     def breaker_check(
         self, name: str, *, settings: BreakerSettings, member: str, lease_ms: int, origin: str = ""
     ) -> BreakerDecision:
-        notices: list[BreakerTransition] = []
-        with self.atomic() as now:
-            record, created = self._breaker(name, now, settings)
-            state = record["state"]
+        with self._step(name, settings, origin) as step:
+            state, now = step.state, step.now
             transition = None
             if state["state"] == OPEN and now >= state["half_open_at"]:
-                transition = self._transition(
-                    name, record, HALF_OPEN, "cooldown_elapsed", now, origin=origin, notices=notices
-                )
+                transition = self._transition(step, HALF_OPEN, "cooldown_elapsed")
             probe = False
             if state["state"] == HALF_OPEN:
-                permits = record["probes"]
+                permits = step.record["probes"]
                 for held in [m for m, expiry in permits.items() if expiry <= now]:
                     del permits[held]
                 if member in permits or len(permits) + state["probe_successes"] < settings.probes:
                     permits[member] = now + lease_ms
                     probe = True
-            decision = BreakerDecision(
+            return BreakerDecision(
                 state=state["state"],
                 epoch=state["epoch"],
                 now_ms=now,
                 retry_after_ms=0 if probe else self._retry_after(state, now, settings),
                 probe=probe,
-                created=created,
+                created=step.created,
                 consecutive=len(state["streak"]),
                 transition=transition,
             )
-        for notice in notices:
-            self._publish(notice)
-        return decision
+
+    def _settle_probe(
+        self, step: _Step, settings: BreakerSettings, probe: str, outcome: str
+    ) -> BreakerTransition | None:
+        """A probe's outcome, if its permit is still held (see breaker_record.lua)."""
+        state = step.state
+        if state["state"] != HALF_OPEN or step.record["probes"].pop(probe, None) is None:
+            return None
+        if outcome == "success":
+            state["probe_successes"] += 1
+            if state["probe_successes"] >= settings.required_successes:
+                state.update(rounds=0, cooldown=settings.cooldown)
+                return self._transition(step, CLOSED, "probes_succeeded", calls=state["probe_successes"])
+        elif outcome == "failure":
+            rounds = state["rounds"] + 1
+            state.update(rounds=rounds, cooldown=min(settings.cooldown * 2**rounds, settings.cooldown_max))
+            return self._transition(
+                step, OPEN, "probe_failed", failures=1, calls=state["probe_successes"] + 1
+            )
+        return None
+
+    def _count(
+        self,
+        step: _Step,
+        settings: BreakerSettings,
+        *,
+        calls: int,
+        failures: int,
+        slow: int,
+        last_success_ms: int,
+    ) -> tuple[dict[str, Any], BreakerTransition | None]:
+        """Add a batch to the window and the streak; trip a closed breaker (see breaker_record.lua)."""
+        state, now = step.state, step.now
+        self._window(step.record, now, settings, write=True)
+        window = step.record["window"]
+        bucket = window["buckets"].setdefault(window["head"], [0, 0, 0])
+        for index, (key, value) in enumerate((("calls", calls), ("failures", failures), ("slow", slow))):
+            bucket[index] += value
+            window[key] += value
+        # The streak: failures stamped after the latest success.
+        last = min(last_success_ms, now)
+        if last > state["last_success"]:
+            state["last_success"] = last
+            state["streak"] = [t for t in state["streak"] if t > last]
+        state["streak"].extend([now] * failures)
+        del state["streak"][: -(settings.consecutive_failures or STREAK_CAP)]
+        if state["state"] != CLOSED:
+            return window, None
+        reason, tripped_failures, tripped_calls = _trip_reason(settings, len(state["streak"]), window)
+        if not reason:
+            return window, None
+        state.update(rounds=0, cooldown=settings.cooldown)
+        return window, self._transition(step, OPEN, reason, failures=tripped_failures, calls=tripped_calls)
 
     def breaker_record(
         self,
@@ -246,89 +313,25 @@ class StubBreakerOps(StubBase, BreakerOps):
         probe_outcome: str = "",
         origin: str = "",
     ) -> BreakerDecision:
-        notices: list[BreakerTransition] = []
-        with self.atomic() as now:
-            record, created = self._breaker(name, now, settings)
-            state = record["state"]
+        with self._step(name, settings, origin) as step:
+            state = step.state
+            totals: dict[str, Any] = {"calls": 0, "failures": 0, "slow": 0}
             transition = None
             applied = False
-            totals = {"calls": 0, "failures": 0, "slow": 0}
             if probe:
-                if state["state"] == HALF_OPEN and record["probes"].pop(probe, None) is not None:
-                    applied = True
-                    if probe_outcome == "success":
-                        state["probe_successes"] += 1
-                        if state["probe_successes"] >= settings.required_successes:
-                            successes = state["probe_successes"]
-                            state.update(rounds=0, cooldown=settings.cooldown)
-                            transition = self._transition(
-                                name,
-                                record,
-                                CLOSED,
-                                "probes_succeeded",
-                                now,
-                                calls=successes,
-                                origin=origin,
-                                notices=notices,
-                            )
-                    elif probe_outcome == "failure":
-                        rounds = state["rounds"] + 1
-                        cooldown = min(settings.cooldown * 2**rounds, settings.cooldown_max)
-                        state.update(rounds=rounds, cooldown=cooldown)
-                        transition = self._transition(
-                            name,
-                            record,
-                            OPEN,
-                            "probe_failed",
-                            now,
-                            failures=1,
-                            calls=state["probe_successes"] + 1,
-                            origin=origin,
-                            notices=notices,
-                        )
+                applied = state["state"] == HALF_OPEN and probe in step.record["probes"]
+                transition = self._settle_probe(step, settings, probe, probe_outcome)
             elif state["state"] in (CLOSED, FORCED_CLOSED) and state["epoch"] == epoch:
                 applied = True
-                totals = self._window(record, now, settings, write=True)
-                window = record["window"]
-                bucket = window["buckets"].setdefault(window["head"], [0, 0, 0])
-                bucket[0] += calls
-                bucket[1] += failures
-                bucket[2] += slow
-                window["calls"] += calls
-                window["failures"] += failures
-                window["slow"] += slow
-                totals = window
-                # The streak: failures stamped after the latest success.
-                last = min(last_success_ms, now)
-                if last > state["last_success"]:
-                    state["last_success"] = last
-                    state["streak"] = [t for t in state["streak"] if t > last]
-                state["streak"].extend([now] * failures)
-                cap = settings.consecutive_failures or STREAK_CAP
-                del state["streak"][:-cap]
-                if state["state"] == CLOSED:
-                    reason, tripped_failures, tripped_calls = _trip_reason(
-                        settings, len(state["streak"]), window
-                    )
-                    if reason:
-                        state.update(rounds=0, cooldown=settings.cooldown)
-                        transition = self._transition(
-                            name,
-                            record,
-                            OPEN,
-                            reason,
-                            now,
-                            failures=tripped_failures,
-                            calls=tripped_calls,
-                            origin=origin,
-                            notices=notices,
-                        )
-            decision = BreakerDecision(
+                totals, transition = self._count(
+                    step, settings, calls=calls, failures=failures, slow=slow, last_success_ms=last_success_ms
+                )
+            return BreakerDecision(
                 state=state["state"],
                 epoch=state["epoch"],
-                now_ms=now,
-                retry_after_ms=self._retry_after(state, now, settings),
-                created=created,
+                now_ms=step.now,
+                retry_after_ms=self._retry_after(state, step.now, settings),
+                created=step.created,
                 consecutive=len(state["streak"]),
                 calls=0 if transition else totals["calls"],
                 failures=0 if transition else totals["failures"],
@@ -336,9 +339,6 @@ class StubBreakerOps(StubBase, BreakerOps):
                 applied=applied,
                 transition=transition,
             )
-        for notice in notices:
-            self._publish(notice)
-        return decision
 
     def breaker_force(
         self, name: str, action: str, *, settings: BreakerSettings, origin: str = ""
@@ -348,15 +348,10 @@ class StubBreakerOps(StubBase, BreakerOps):
         if action not in targets:
             raise ValueError(f"action must be 'open', 'closed' or 'reset', got {action!r}")
         to, reason = targets[action]
-        notices: list[BreakerTransition] = []
-        with self.atomic() as now:
-            record, _ = self._breaker(name, now, settings)
+        with self._step(name, settings, origin) as step:
             if action == "reset":
-                record["state"].update(rounds=0, cooldown=settings.cooldown, last_success=0)
-            transition = self._transition(name, record, to, reason, now, origin=origin, notices=notices)
-        for notice in notices:
-            self._publish(notice)
-        return transition
+                step.state.update(rounds=0, cooldown=settings.cooldown, last_success=0)
+            return self._transition(step, to, reason)
 
     def breaker_status(self, name: str, *, settings: BreakerSettings) -> BreakerStatus:
         with self.atomic() as now:
