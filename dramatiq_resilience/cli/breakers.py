@@ -51,7 +51,7 @@ def _row(status: BreakerStatus) -> list[str]:
     rate = status.failure_rate
     return [
         status.name,
-        status.state.replace("_", "-"),
+        status.state,
         str(status.calls),
         str(status.failures),
         "-" if rate is None else f"{rate:.0%}",
