@@ -219,8 +219,9 @@ class LocalBreakers:
         outcome: str,
         slow: bool = False,
         probe: str | None = None,
+        now: int | None = None,
     ) -> None:
-        """Record one call's ``outcome`` (``success``, ``failure`` or ``ignored``).
+        """Record one call's ``outcome`` (``success``, ``failure`` or ``ignored``), at local ``now``.
 
         A probe's outcome goes to the backend at once (an ignored probe
         releases its permit); other outcomes are batched.
@@ -242,7 +243,7 @@ class LocalBreakers:
         if outcome == "ignored":
             return
         local = self._local
-        now = self.clock.now_ms()
+        now = self.clock.now_ms() if now is None else now
         with local.lock:
             batch = local.batches.get(name)
             if batch is not None and epoch < batch.epoch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -52,6 +53,30 @@ PROBE_LEASE_GRACE = 5_000
 _DEFAULT_TIME_LIMIT = 600_000
 
 StateListener = Callable[[BreakerTransition, bool], None]
+
+#: The actor option a message may override, resolved once per actor otherwise.
+_UNRESOLVED = object()
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the breaker took for one delivery (``scratch(message, "breaker")["call"]``).
+
+    Attributes:
+      name, settings: the breaker and its settings.
+      epoch: the breaker's epoch the call was admitted in.
+      probe: whether it holds a probe permit.
+      started: local milliseconds when it was admitted.
+      admitted_at: backend milliseconds of the check that admitted it, or
+        ``None`` when the process's cache did.
+    """
+
+    name: str
+    settings: BreakerSettings
+    epoch: int
+    probe: bool
+    started: int
+    admitted_at: int | None
 
 
 def _breaker_option(value: Any) -> bool | str:
@@ -190,6 +215,7 @@ class CircuitBreaker(ResilienceMiddleware):
             outage=self.outage,
         )
         self.listeners: list[StateListener] = list(on_state_change)
+        self._actor_breakers: dict[str, object] = {}
 
     # -- configuration ----------------------------------------------------------------
 
@@ -250,8 +276,18 @@ class CircuitBreaker(ResilienceMiddleware):
             limit = time_limit.time_limit if time_limit is not None else _DEFAULT_TIME_LIMIT
         return int(limit) + PROBE_LEASE_GRACE
 
+    def _breaker_of(self, broker: Broker, message: Any) -> str | None:
+        """The breaker a message goes through: its own ``breaker`` option, else its actor's (cached)."""
+        if "breaker" in message.options:
+            return self._name_of(self.option(broker, message, "breaker"), message.actor_name)
+        name = self._actor_breakers.get(message.actor_name, _UNRESOLVED)
+        if name is _UNRESOLVED:
+            value = self.actor_option(broker, message.actor_name, "breaker")
+            name = self._actor_breakers[message.actor_name] = self._name_of(value, message.actor_name)
+        return name  # type: ignore[return-value]
+
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        name = self._name_of(self.option(broker, message, "breaker"), message.actor_name)
+        name = self._breaker_of(broker, message)
         if name is None:
             return
         settings = self.config.settings(name)
@@ -266,9 +302,9 @@ class CircuitBreaker(ResilienceMiddleware):
                 return
             self.outage.succeeded()
         if admission.allowed:
-            taken = scratch(message, "breaker")
-            taken.update(name=name, settings=settings, epoch=admission.epoch, probe=admission.probe)
-            taken.update(started=self.local.clock.now_ms(), admitted_at=admission.checked_at_ms)
+            started = self.local.clock.now_ms()
+            call = Call(name, settings, admission.epoch, admission.probe, started, admission.checked_at_ms)
+            scratch(message, "breaker")["call"] = call
             if admission.probe:
                 self._emit("breaker_probe", message, name)
             return
@@ -319,42 +355,42 @@ class CircuitBreaker(ResilienceMiddleware):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        taken = scratch(message, "breaker")
-        if "name" not in taken:
+        call: Call | None = scratch(message, "breaker").pop("call", None)
+        if call is None:
             return
-        name, settings, epoch, probe, started = (
-            taken[k] for k in ("name", "settings", "epoch", "probe", "started")
-        )
-        taken.clear()
         outcome = self._outcome(broker, message, exception)
-        duration = self.local.clock.now_ms() - started
-        slow = (
-            outcome != "ignored" and settings.slow_call_ms is not None and duration >= settings.slow_call_ms
-        )
-        self._emit(
-            "breaker_call", message, name, outcome=outcome, slow=slow, duration_ms=duration, probe=probe
-        )
-        try:
-            self.local.record(
-                name,
-                settings,
-                epoch=epoch,
+        now = self.local.clock.now_ms()
+        duration = now - call.started
+        slow_ms = call.settings.slow_call_ms
+        slow = outcome != "ignored" and slow_ms is not None and duration >= slow_ms
+        if events.listening("breaker_call"):
+            self._emit(
+                "breaker_call",
+                message,
+                call.name,
                 outcome=outcome,
                 slow=slow,
-                probe=message.message_id if probe else None,
+                duration_ms=duration,
+                probe=call.probe,
+            )
+        try:
+            self.local.record(
+                call.name,
+                call.settings,
+                epoch=call.epoch,
+                outcome=outcome,
+                slow=slow,
+                probe=message.message_id if call.probe else None,
+                now=now,
             )
         except BackendError as exc:
             self.outage.failed(exc, action="run messages without counting their outcomes")
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
-        taken = scratch(message, "breaker")
-        if "name" not in taken:
-            return
-        name, settings, epoch, probe = (taken[k] for k in ("name", "settings", "epoch", "probe"))
-        taken.clear()
-        if probe:
+        call: Call | None = scratch(message, "breaker").pop("call", None)
+        if call is not None and call.probe:
             try:
-                self.local.release(name, settings, epoch=epoch, probe=message.message_id)
+                self.local.release(call.name, call.settings, epoch=call.epoch, probe=message.message_id)
             except BackendError as exc:
                 self.outage.failed(exc, action="let the probe permit expire")
 

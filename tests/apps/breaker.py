@@ -49,16 +49,16 @@ def call(n: int) -> None:
     """Record the call's start, then fail unless the dependency is up."""
     message = CurrentMessage.get_current_message()
     assert message is not None
-    taken = scratch(message, "breaker")
+    taken = scratch(message, "breaker")["call"]
     seconds, micros = client.time()
     up = client.get(f"{NAMESPACE}:dependency") == b"up"
     record = {
         "n": n,
         "pid": os.getpid(),
         "started_ms": int(seconds) * 1000 + int(micros) // 1000,
-        "admitted_ms": taken.get("admitted_at"),
-        "probe": bool(taken.get("probe")),
-        "epoch": taken.get("epoch"),
+        "admitted_ms": taken.admitted_at,
+        "probe": taken.probe,
+        "epoch": taken.epoch,
         "retries": message.options.get("retries", 0),
         "deferrals": message.options.get("deferrals", 0),
         "ok": up,
