@@ -225,6 +225,7 @@ class CircuitBreaker(ResilienceMiddleware):
         return check_name(actor_name, actor_name=actor_name) if value is True else str(value)
 
     def validate_actor(self, broker: Broker, actor: Any) -> None:
+        self._actor_breakers.pop(actor.actor_name, None)  # a re-declared actor may name another breaker
         name = self._name_of(actor.options.get("breaker", self.breaker), actor.actor_name)
         if name is None:
             return
