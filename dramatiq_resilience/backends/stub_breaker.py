@@ -212,7 +212,7 @@ class StubBreakerOps(StubBase, BreakerOps):
     @staticmethod
     def _retry_after(state: dict[str, Any], now: int, settings: BreakerSettings) -> int:
         if state["state"] == OPEN:
-            return int(state["half_open_at"] - now)
+            return max(0, int(state["half_open_at"] - now))
         if state["state"] in (FORCED_OPEN, HALF_OPEN):
             return settings.cooldown
         return 0

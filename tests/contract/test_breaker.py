@@ -481,3 +481,11 @@ def test_breakers_are_independent(backend: StateBackend) -> None:
     trip(backend)
     other = backend.breaker_check("other", settings=DEFAULT, member="m", lease_ms=1_000)
     assert (other.state, other.created) == ("closed", True)
+
+
+def test_a_batch_after_the_cooldown_reports_no_negative_wait(backend: StateBackend, clock: FakeClock) -> None:
+    """Open past its half-open moment (no check yet): a late batch is dropped and the wait is 0, not negative."""
+    trip(backend)
+    clock.advance(45_000)
+    decision = fail(backend, epoch=0, n=1)
+    assert (decision.state, decision.applied, decision.retry_after_ms, decision.slow) == ("open", False, 0, 0)

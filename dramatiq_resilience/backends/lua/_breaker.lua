@@ -161,7 +161,7 @@ end
 -- What a message should wait when it may not run.
 local function retry_after(st, now)
     if st.state == "open" then
-        return st.half_open_at - now
+        return math.max(0, st.half_open_at - now)
     elseif st.state == "forced_open" or st.state == "half_open" then
         return S.cooldown
     end
