@@ -484,7 +484,7 @@ def test_breakers_are_independent(backend: StateBackend) -> None:
 
 
 def test_a_batch_after_the_cooldown_reports_no_negative_wait(backend: StateBackend, clock: FakeClock) -> None:
-    """Open past its half-open moment (no check yet): a late batch is dropped and the wait is 0, not negative."""
+    """Open past its half-open moment (no check yet): a late batch is dropped; the wait is 0, not negative."""
     trip(backend)
     clock.advance(45_000)
     decision = fail(backend, epoch=0, n=1)
