@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
-from dramatiq.errors import RateLimitExceeded
 from dramatiq.logging import get_logger
-from dramatiq.middleware import Interrupt, MiddlewareError, TimeLimit, TimeLimitExceeded
+from dramatiq.middleware import TimeLimit
 
 from .. import events
 from ..backends.base import StateBackend
@@ -28,6 +26,7 @@ from ..clock import Clock
 from ..errors import BackendError, CircuitOpen
 from ..options import Option, choice, exception_types, milliseconds, non_negative_int, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
+from .breaker_calls import Call, outcome_of
 
 __all__ = [
     "DEFAULT_CACHE_MS",
@@ -56,27 +55,6 @@ StateListener = Callable[[BreakerTransition, bool], None]
 
 #: The actor option a message may override, resolved once per actor otherwise.
 _UNRESOLVED = object()
-
-
-@dataclass(frozen=True)
-class Call:
-    """What the breaker took for one delivery (``scratch(message, "breaker")["call"]``).
-
-    Attributes:
-      name, settings: the breaker and its settings.
-      epoch: the breaker's epoch the call was admitted in.
-      probe: whether it holds a probe permit.
-      started: local milliseconds when it was admitted.
-      admitted_at: backend milliseconds of the check that admitted it, or
-        ``None`` when the process's cache did.
-    """
-
-    name: str
-    settings: BreakerSettings
-    epoch: int
-    probe: bool
-    started: int
-    admitted_at: int | None
 
 
 def _breaker_option(value: Any) -> bool | str:
@@ -335,23 +313,15 @@ class CircuitBreaker(ResilienceMiddleware):
         )
 
     def _outcome(self, broker: Broker, message: Any, exception: BaseException | None) -> str:
-        """``success``, ``failure`` or ``ignored`` (neither: it says nothing about the dependency)."""
         if exception is None:
             return "success"
-        if isinstance(exception, (MiddlewareError, RateLimitExceeded)) or (
-            isinstance(exception, Interrupt) and not isinstance(exception, TimeLimitExceeded)
-        ):
-            return "ignored"  # refused by a later middleware, rate-limited, or shut down
         actor = broker.get_actor(message.actor_name)
-        if isinstance(exception, self.actor_option(broker, actor.actor_name, "breaker_ignore")):
-            return "ignored"
-        record = self.actor_option(broker, actor.actor_name, "breaker_record")
-        if record is not None:
-            return "failure" if isinstance(exception, record) else "success"
-        throws = message.options.get("throws") or actor.options.get("throws")
-        if throws and isinstance(exception, throws):
-            return "ignored"
-        return "failure"
+        return outcome_of(
+            exception,
+            ignore=self.actor_option(broker, actor.actor_name, "breaker_ignore"),
+            record=self.actor_option(broker, actor.actor_name, "breaker_record"),
+            throws=message.options.get("throws") or actor.options.get("throws"),
+        )
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
