@@ -38,8 +38,7 @@ pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(BIN)/python -m pip install -q -e '.[test,dev,rabbitmq]'
-	$(BIN)/python -m pip install -q -r benchmarks/requirements.txt
+	$(BIN)/python -m pip install -q -e '.[test,dev,rabbitmq]' -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks
 
 clean:

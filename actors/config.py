@@ -41,8 +41,23 @@ else:
 
 # CurrentMessage lets the maintenance heartbeat see which cron occurrence it runs.
 broker.add_middleware(CurrentMessage())
-stack = dr.install(broker, backend=backend)
+stack = dr.install(
+    broker,
+    backend=backend,
+    # The payment gateway's breaker, shared by every actor that calls the
+    # gateway.  A short cooldown keeps the demo quick; production would keep
+    # the 30 s default.
+    breaker={"breakers": {"payments-gateway": {"cooldown": 1_000, "cooldown_max": 8_000}}},
+)
 dramatiq.set_broker(broker)
+
+
+def count_deferral(event: dr.Event) -> None:
+    """Count each deferred message in the ledger (the demo's summary reads it)."""
+    ledger.incr("deferred_messages", event["message_id"])
+
+
+dr.subscribe("message_deferred", count_deferral)
 
 
 def cleanup() -> None:

@@ -20,13 +20,19 @@ def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
     ]
     timed = max(runs, key=lambda run: run.msgs_per_s)
     counted = measure_cli(context.server, stack=stack, count=context.count_count, monitor=True, **kwargs)
-    return {
+    result = {
         "msgs_per_s": timed.msgs_per_s,
         "redis_commands_per_msg": round(counted.round_trips_per_msg or 0, 3),
         "redis_commands_incl_scripts_per_msg": round(timed.commands_per_msg or 0, 3),
         "messages": timed.count,
         "runs_msgs_per_s": [round(run.msgs_per_s) for run in runs],
     }
+    named = {name: calls for name, calls in (counted.by_client or {}).items() if name}
+    if named:  # round trips of connections a piece named (e.g. its state backend's)
+        result["redis_commands_by_client_per_msg"] = {
+            n: round(c / counted.count, 4) for n, c in named.items()
+        }
+    return result
 
 
 @row("bare")

@@ -33,6 +33,7 @@ class Run:
     by_command: dict[str, int] | None = None
     #: EVALSHA round trips by script SHA-1 (MONITOR runs only).
     by_script: dict[str, int] | None = None
+    by_client: dict[str, int] | None = None
 
     @property
     def msgs_per_s(self) -> float:
@@ -94,6 +95,8 @@ class RoundTripMonitor:
         self.by_command: Counter[str] = Counter()
         self._scripts_by_port: Counter[tuple[str, str]] = Counter()
         self.by_script: Counter[str] = Counter()
+        #: Round trips by client name (CLIENT SETNAME; "" for unnamed connections such as the broker's).
+        self.by_client: Counter[str] = Counter()
 
     def _run(self) -> None:
         with self._connection.monitor() as monitor:
@@ -116,11 +119,11 @@ class RoundTripMonitor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        own_ports = {
-            str(client["addr"]).rsplit(":", 1)[1]
+        names = {
+            str(client["addr"]).rsplit(":", 1)[1]: str(client.get("name") or "")
             for client in self.own.client_list()
-            if client.get("name") == OWN_CLIENT_NAME
         }
+        own_ports = {port for port, name in names.items() if name == OWN_CLIENT_NAME}
         self._stop.set()
         waker = self.server.client()  # one more command wakes the reader, which then stops
         try:
@@ -131,6 +134,7 @@ class RoundTripMonitor:
         for (port, command), calls in self._by_port.items():
             if port not in own_ports:
                 self.by_command[command] += calls
+                self.by_client[names.get(port, "")] += calls
         for (port, sha), calls in self._scripts_by_port.items():
             if port not in own_ports:
                 self.by_script[sha] += calls
@@ -240,6 +244,7 @@ def measure_cli(
         round_trips=None if watcher is None else watcher.total,
         by_command=None if watcher is None else dict(watcher.by_command),
         by_script=None if watcher is None else dict(watcher.by_script),
+        by_client=None if watcher is None else dict(watcher.by_client),
     )
 
 

@@ -24,6 +24,7 @@ from .harness import private_redis
 #: Modules holding rows, in the order they run (``bare`` first).
 ROW_MODULES = [
     "benchmarks.bare",
+    "benchmarks.breaker",
     "benchmarks.dedup",
     "benchmarks.limiter",
     "benchmarks.dead_letters",

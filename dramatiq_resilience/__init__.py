@@ -7,8 +7,10 @@ creates files until you build and use its objects.
 from __future__ import annotations
 
 from .backends import DEFAULT_NAMESPACE, RedisBackend, StateBackend, StubBackend
+from .backends.breaker import BreakerStatus, BreakerTransition
 from .backends.dedup import DedupRecord
 from .backends.window import WindowUsage
+from .breakers import Breakers, BreakerSettings
 from .clock import Clock, FakeClock, SystemClock
 from .dead_letters import (
     DeadLetterFilter,
@@ -45,6 +47,7 @@ from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .limits import Concurrency, Limit
 from .middleware.base import ResilienceMiddleware
+from .middleware.breaker import CircuitBreaker
 from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
 from .middleware.dedup_claims import Claim, current_claim
@@ -69,6 +72,11 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "BackendError",
     "BackendUnavailable",
+    "BreakerSettings",
+    "BreakerStatus",
+    "BreakerTransition",
+    "Breakers",
+    "CircuitBreaker",
     "CircuitOpen",
     "Claim",
     "Clock",

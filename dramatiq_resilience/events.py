@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Event", "emit", "subscribe", "unsubscribe"]
+__all__ = ["Event", "emit", "listening", "subscribe", "unsubscribe"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ def unsubscribe(name: str, listener: Listener) -> None:
             _listeners[name] = remaining
         else:
             _listeners.pop(name, None)
+
+
+def listening(name: str) -> bool:
+    """Whether an event called ``name`` has listeners (to skip building its fields on hot paths)."""
+    return name in _listeners or "*" in _listeners
 
 
 def emit(name: str, **fields: Any) -> None:

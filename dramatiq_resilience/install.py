@@ -32,6 +32,7 @@ from dramatiq.middleware import Middleware, Retries
 
 from .backends.base import StateBackend
 from .errors import ConfigurationError
+from .middleware.breaker import CircuitBreaker
 from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
 from .middleware.guard import RetryGuard
@@ -69,6 +70,7 @@ PIECES: list[Piece] = [
     Piece(
         "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
     ),
+    Piece("breaker", CircuitBreaker, lambda backend, **kwargs: CircuitBreaker(backend=backend, **kwargs)),
     Piece("dedup", Deduplication, lambda backend, **kwargs: Deduplication(backend=backend, **kwargs)),
     Piece(
         "limiter",

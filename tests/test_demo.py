@@ -36,6 +36,13 @@ Payments through a flaky gateway
   12 charges sent, 10 orders charged, 0 charged twice
   15 gateway calls: 3 retries after gateway timeouts
   2 declined cards dead-lettered without a retry (throws=)
+A gateway outage behind the payments-gateway breaker
+  breaker opened after 5 failures in 5 calls; then: open (1000 ms), half-open, open (2000 ms), \
+half-open, closed
+  2 probes: 1 failed while the gateway was down, 1 succeeded and closed it
+  20 charges sent, 20 deferred at least once, 20 charged once, 0 charged twice, 0 dead-lettered
+  26 gateway calls: 20 charges, 5 failures before it opened, 1 failed probe; 6 retries spent, all on real \
+failures, none on deferrals
 Dead letters: declined charges kept, one requeued
   2 declined charges recorded: permanent CardDeclined after 1 attempt(s)
   order-004 requeued: 1 enqueued; requeued again: 0 enqueued (not_dead); then charged 1 time(s)

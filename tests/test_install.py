@@ -21,7 +21,7 @@ def names(broker: Any) -> list[str]:
 
 
 def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """RetryGuard goes first, Scheduling second; checks before Retries; Dramatiq's own keep their order."""
+    """RetryGuard first, Scheduling second; the checks, then DeadLetters, before Retries."""
     before = names(stub_broker)
     stack = dr.install(stub_broker, backend=stub_backend)
     retries = before.index("Retries")
@@ -29,6 +29,7 @@ def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.
         "RetryGuard",
         "Scheduling",
         *before[:retries],
+        "CircuitBreaker",
         "Deduplication",
         "SlidingWindowLimiter",
         "DeadLetters",
@@ -48,13 +49,14 @@ def test_install_is_idempotent(stub_broker: StubBroker, stub_backend: dr.StubBac
 
 
 def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """guard=False leaves the guard out."""
+    """guard=False and breaker=False leave them out."""
     before = names(stub_broker)
     stack = dr.install(
         stub_broker,
         backend=stub_backend,
         guard=False,
         scheduling=False,
+        breaker=False,
         dedup=False,
         limiter=False,
         dead_letters=False,

@@ -52,7 +52,8 @@ def named(events: list[dr.Event], name: str) -> list[dict[str, Any]]:
 
 
 def install(broker: StubBroker, backend: dr.StateBackend, **limiter: Any) -> dr.SlidingWindowLimiter:
-    stack = dr.install(broker, backend=backend, limiter=limiter or True)
+    # The breaker (on by default) is not what these tests are about.
+    stack = dr.install(broker, backend=backend, breaker=False, limiter=limiter or True)
     stack.limiter.rng = NoJitter()
     return stack.limiter  # type: ignore[no-any-return]
 

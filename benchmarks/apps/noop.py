@@ -21,9 +21,10 @@ ACTOR_OPTIONS: dict[str, Any] = {}
 
 #: The pieces each row installs (besides the guard, which every stack has).
 #: Each row measures its own piece, so the others are switched off.
-PIECES = ("dedup", "limiter", "dead_letters", "scheduling")
+PIECES = ("breaker", "dedup", "limiter", "dead_letters", "scheduling")
 STACKS = {
     "guard": (),
+    "breaker": ("breaker",),
     "dedup": ("dedup",),
     "dedup_skip": ("dedup",),
     "limiter": ("limiter",),
@@ -38,7 +39,14 @@ if STACK != "bare":
     if STACK not in STACKS:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}; known: bare, {', '.join(STACKS)}")
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
-    dr.install(broker, backend=backend, **{piece: piece in STACKS[STACK] for piece in PIECES})
+    if STACK == "breaker":
+        from dramatiq.middleware import Retries
+
+        # The breaker alone, its state backend on connections named for the MONITOR count.
+        named = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name="dramatiq-resilience-breaker")
+        broker.add_middleware(dr.CircuitBreaker(backend=named), before=Retries)
+    else:
+        dr.install(broker, backend=backend, **{piece: piece in STACKS[STACK] for piece in PIECES})
     if STACK == "dedup":
         # The happy path: every delivery claims a fresh key, then completes it.
         import uuid

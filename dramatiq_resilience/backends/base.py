@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 
+from .breaker import BreakerOps
 from .cron import CronOps
 from .dead_letters import DeadLetterOps
 from .dedup import DedupOps
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, CronOps, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
+class StateBackend(Keyed, BreakerOps, CronOps, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import StateBackend
 from .redis_base import RedisBase
+from .redis_breaker import RedisBreakerOps
 from .redis_cron import RedisCronOps
 from .redis_dead_letters import RedisDeadLetterOps
 from .redis_dedup import RedisDedupOps
@@ -12,7 +13,9 @@ from .redis_window import RedisWindowOps
 __all__ = ["RedisBackend"]
 
 
-class RedisBackend(RedisCronOps, RedisDedupOps, RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend):
+class RedisBackend(
+    RedisBreakerOps, RedisCronOps, RedisDedupOps, RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend
+):
     """State backend on Redis (5 or later; Redis Cluster works: keys are hash-tagged).
 
     Parameters:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import StateBackend
 from .stub_base import StubBase
+from .stub_breaker import StubBreakerOps
 from .stub_cron import StubCronOps
 from .stub_dead_letters import StubDeadLetterOps
 from .stub_dedup import StubDedupOps
@@ -12,7 +13,9 @@ from .stub_window import StubWindowOps
 __all__ = ["StubBackend"]
 
 
-class StubBackend(StubCronOps, StubDedupOps, StubWindowOps, StubDeadLetterOps, StubBase, StateBackend):
+class StubBackend(
+    StubBreakerOps, StubCronOps, StubDedupOps, StubWindowOps, StubDeadLetterOps, StubBase, StateBackend
+):
     """State backend in process memory: one lock, an injectable clock.
 
     It implements every operation with the same results as

@@ -26,6 +26,7 @@ def test_dead_letter_scans_import_redrive_and_trim_the_real_store(
         stub_broker,
         backend=backend,
         scheduling={"run_scheduler": False},
+        breaker=False,  # the always-failing actor would trip it; this test is about the scans
         dead_letters={"redrive": [policy], "max_count": 4},
     )
     runs: list[int] = []
