@@ -65,7 +65,8 @@ def test_allow_runs_messages_and_logs_the_outage_once(
         "Probe cannot reach its state backend (StubBackend is marked unavailable); it will run messages "
         "until the backend is back. Further errors are counted, not logged."
     ]
-    assert [e["first"] for e in errors] == [True, False, False]
+    # Worker threads report concurrently, so the events' order varies; one is the outage's first.
+    assert sorted(e["first"] for e in errors) == [False, False, True]
     assert [(e["component"], e["errors"]) for e in recovered] == [("Probe", 3)]
 
 
