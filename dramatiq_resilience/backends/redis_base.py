@@ -132,9 +132,12 @@ class RedisBase(Keyed):
                     script = self._scripts[name] = self.client.register_script(script_source(name))
         return script
 
-    def now_arg(self) -> str:
-        """ARGV[1] of every script: the injected clock's time, or "" for Redis ``TIME``."""
-        return "" if self.clock is None else str(self.clock.now_ms())
+    def now_arg(self) -> bytes:
+        """ARGV[1] of every script: the injected clock's time, or "" for Redis ``TIME``.
+
+        Bytes, so that redis-py passes it through without encoding it again.
+        """
+        return b"" if self.clock is None else b"%d" % self.clock.now_ms()
 
     def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any], client: Any = None) -> Any:
         """Run script ``name`` with ``keys`` and ``args`` (the time argument is prepended).

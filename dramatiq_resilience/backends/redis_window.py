@@ -31,6 +31,17 @@ def _glob(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
+#: How many rate specs keep their encoded call (see ``_rate_call``).
+_CALL_CACHE_SIZE = 4_096
+
+_SMALL = [b"%d" % n for n in range(16)]
+
+
+def _small(n: int) -> bytes:
+    """``n`` as the bytes redis-py would send (precomputed for small counts)."""
+    return _SMALL[n] if n < len(_SMALL) else b"%d" % n
+
+
 class RedisWindowOps(RedisBase, WindowOps):
     """Window state in Redis hashes and sorted sets, all under the ``{limits}`` hash tag.
 
@@ -47,13 +58,34 @@ class RedisWindowOps(RedisBase, WindowOps):
     def _pool_keys(self, spec: LeaseSpec) -> list[str]:
         return [self._window_key("c", spec.limit, spec.key), self._window_key("m", spec.limit, spec.key)]
 
+    def _rate_call(self, rate: RateSpec) -> tuple[str, bytes, bytes, bytes]:
+        """The key and the encoded arguments of ``rate``, computed once per spec.
+
+        A decision is one round trip, so encoding its arguments is a good part
+        of its cost: specs repeat (one per limit and key), their bytes need not
+        be rebuilt.  The cache is bounded; it is dropped when full.
+        """
+        cache: dict[RateSpec, tuple[str, bytes, bytes, bytes]] = self.__dict__.setdefault("_window_calls", {})
+        call = cache.get(rate)
+        if call is None:
+            if len(cache) >= _CALL_CACHE_SIZE:
+                cache.clear()
+            call = cache[rate] = (
+                self._window_key("r", rate.limit, rate.key),
+                b"%d" % rate.count,
+                b"%d" % rate.per_ms,
+                b"%d" % bucket_width(rate.per_ms),
+            )
+        return call
+
     def window_acquire(
         self, token: str, rates: Sequence[RateSpec], leases: Sequence[LeaseSpec] = ()
     ) -> WindowDecision:
-        keys = [self._window_key("r", rate.limit, rate.key) for rate in rates]
-        args: list[Any] = [token, len(rates), len(leases)]
-        for rate in rates:
-            args += [rate.count, rate.per_ms, bucket_width(rate.per_ms)]
+        calls = [self._rate_call(rate) for rate in rates]
+        keys = [call[0] for call in calls]
+        args: list[Any] = [token, _small(len(rates)), _small(len(leases))]
+        for call in calls:
+            args += call[1:]
         for lease in leases:
             keys += self._pool_keys(lease)
             args += [lease.n, lease.lease_ms, min(DEFAULT_HOLD_ESTIMATE, lease.lease_ms)]
