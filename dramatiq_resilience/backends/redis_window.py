@@ -90,14 +90,11 @@ class RedisWindowOps(RedisBase, WindowOps):
             keys += self._pool_keys(lease)
             args += [lease.n, lease.lease_ms, min(DEFAULT_HOLD_ESTIMATE, lease.lease_ms)]
         reply = self.run_script("window_acquire", keys, args)
-        if int(reply[0]) == 1:
-            return WindowDecision(granted=True, now_ms=int(reply[1]))
+        if isinstance(reply, int):
+            return WindowDecision(granted=True, now_ms=reply)
+        now, retry_at, blocked_by, spacing = map(int, reply.split())
         return WindowDecision(
-            granted=False,
-            now_ms=int(reply[1]),
-            retry_at_ms=int(reply[2]),
-            blocked_by=int(reply[3]),
-            spacing_ms=int(reply[4]),
+            granted=False, now_ms=now, retry_at_ms=retry_at, blocked_by=blocked_by, spacing_ms=spacing
         )
 
     def window_release(self, token: str, leases: Sequence[LeaseSpec], held_ms: int | None = None) -> int:
