@@ -16,13 +16,13 @@ A threshold set to ``None`` turns its level off.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dramatiq.common import q_name
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DepthUnavailable
 from .options import positive_int
 from .queue_depth import QueueDepth
 
@@ -35,6 +35,7 @@ __all__ = [
     "QueueStatus",
     "ThresholdTable",
     "Thresholds",
+    "queue_statuses",
 ]
 
 NORMAL = "normal"
@@ -210,3 +211,33 @@ class QueueStatus:
             "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
             "error": self.error,
         }
+
+
+def queue_statuses(
+    read: Callable[[list[str]], Mapping[str, QueueDepth]],
+    known: Callable[[], list[str]],
+    table: ThresholdTable | None,
+    queue_names: Iterable[str] | None = None,
+) -> list[QueueStatus]:
+    """Read queues now and report each with its level and thresholds; a failed read goes in ``error``.
+
+    ``queue_names`` defaults to the queues named in ``table`` plus ``known()``
+    (those the broker knows).
+    """
+    if queue_names is not None:
+        names = sorted({q_name(name) for name in queue_names})
+    else:
+        named = set(table.named()) if table is not None else set()
+        try:
+            names = sorted(named | set(known()))
+        except DepthUnavailable:
+            names = sorted(named)
+    error = None
+    try:
+        readings = read(names) if names else {}
+    except DepthUnavailable as exc:
+        readings, error = {}, str(exc)
+    return [
+        QueueStatus(name, readings.get(name), table.get(name) if table is not None else None, error)
+        for name in names
+    ]

@@ -605,3 +605,22 @@ def test_a_forked_child_starts_with_an_empty_cache(stub_broker: StubBroker, cloc
     os.close(read)
     assert answer == b"fresh"
     assert len(reader.calls) == 1
+
+
+def test_install_puts_it_before_the_breaker_and_dedup(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend
+) -> None:
+    """install(backpressure=...) places it before every other check, so a refused send takes nothing."""
+    dr.install(stub_broker, backend=stub_backend, backpressure={"default": {"emergency": 10}})
+    names = [type(m).__name__ for m in stub_broker.middleware]
+    assert names[names.index("Pipelines") + 1 :] == [
+        "Backpressure",
+        "CircuitBreaker",
+        "Deduplication",
+        "SlidingWindowLimiter",
+        "DeadLetters",
+        "Retries",
+    ]
+    assert "Backpressure" not in [
+        type(m).__name__ for m in dr.install(StubBroker(), backend=stub_backend).middleware.values()
+    ]

@@ -21,10 +21,10 @@ from ..breaker_local import MonotonicClock
 from ..clock import Clock, SystemClock
 from ..depth_cache import DepthCache
 from ..enqueue import enqueue_origin
-from ..errors import CircuitOpenOnSend, ConfigurationError, DepthUnavailable, QueueOverloaded
+from ..errors import CircuitOpenOnSend, ConfigurationError, QueueOverloaded
 from ..options import Option, boolean, choice, milliseconds, non_negative_int
 from ..queue_depth import DepthReader, QueueDepth, depth_reader
-from ..thresholds import CRITICAL, EMERGENCY, QueueStatus, Thresholds, ThresholdTable
+from ..thresholds import CRITICAL, EMERGENCY, QueueStatus, Thresholds, ThresholdTable, queue_statuses
 from .backpressure_watch import BreakerGate, LevelWatch
 from .base import ResilienceMiddleware
 
@@ -242,19 +242,7 @@ class Backpressure(ResilienceMiddleware):
         status's ``error``, not raised.
         """
         cache = self.depths(broker)
-        if queue_names is None:
-            try:
-                names = sorted(set(self.table.named()) | set(cache.reader.queues()))
-            except DepthUnavailable:
-                names = sorted(self.table.named())
-        else:
-            names = sorted({q_name(name) for name in queue_names})
-        error = None
-        try:
-            readings = cache.read(names)
-        except DepthUnavailable as exc:
-            readings, error = {}, str(exc)
-        return [QueueStatus(name, readings.get(name), self.table.get(name), error) for name in names]
+        return queue_statuses(cache.read, cache.reader.queues, self.table, queue_names)
 
     # -- the enqueue side ---------------------------------------------------------------
 
