@@ -138,3 +138,12 @@ def test_emergency_refuses_sends_while_a_retry_is_enqueued_until_workers_drain_i
     wait_until(lambda: len(attempts) == 8, timeout=30)
     assert sorted(attempts) == [0, 0, 1, 2, 3, 4, 5, 7]
     assert stack.backpressure.level(queue) == "normal"
+
+
+def test_the_benchmark_sees_no_depth_read_while_the_cache_is_warm(redis_url: str, redis_server: Any) -> None:
+    """The benchmark's send run: with a warm cache a send costs bare's one EVALSHA, nothing more."""
+    from benchmarks.backpressure import send_run
+
+    ours = send_run(redis_server, backpressure=True, count=200, monitor=True, cache_ms=60_000)
+    bare = send_run(redis_server, backpressure=False, count=200, monitor=True)
+    assert ours.by_command == bare.by_command == {"EVALSHA": 200}
