@@ -13,13 +13,13 @@ Locks and readings are per process: a child made by ``fork`` (``dramatiq
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .clock import Clock
 from .errors import DepthUnavailable
+from .per_process import PerProcess
 from .queue_depth import DepthReader, QueueDepth
 
 __all__ = ["DepthCache"]
@@ -36,7 +36,6 @@ class _Entry:
 
 @dataclass
 class _Process:
-    pid: int = field(default_factory=os.getpid)
     lock: threading.Lock = field(default_factory=threading.Lock)
     entries: dict[str, _Entry] = field(default_factory=dict)
     reading: set[str] = field(default_factory=set)
@@ -74,14 +73,11 @@ class DepthCache:
         self.on_read = on_read
         self.on_error = on_error
         self.wait_ms = wait_ms
-        self._process = _Process()
+        self._process = PerProcess(_Process)
 
     @property
     def _local(self) -> _Process:
-        process = self._process
-        if process.pid != os.getpid():
-            process = self._process = _Process()
-        return process
+        return self._process.value
 
     def get(self, queue_name: str) -> QueueDepth | None:
         """The depth of ``queue_name`` (canonical) no older than ``cache_ms``; ``None`` if unreadable."""

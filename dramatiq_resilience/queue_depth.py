@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.common import dq_name, q_name
 
 from .errors import ConfigurationError, DepthUnavailable
+from .per_process import PerProcess
 
 __all__ = [
     "DepthReader",
@@ -148,6 +148,21 @@ class RedisDepthReader(DepthReader):
         return sorted(found)
 
 
+@dataclass
+class _AmqpLink:
+    """One process's connection and channel (a forked child gets a new one: never the parent's socket)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    connection: Any = None
+    channel: Any = None
+
+    def drop(self) -> None:
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # already closed or broken: nothing to release
+                connection.close()
+
+
 class RabbitmqDepthReader(DepthReader):
     """Depths from a RabbitmqBroker: passive ``queue_declare`` message counts, on a connection of its own."""
 
@@ -155,24 +170,23 @@ class RabbitmqDepthReader(DepthReader):
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(broker)
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._connection: Any = None
-        self._channel: Any = None
+        self._link = PerProcess(_AmqpLink)
 
     def read(self, queue_names: Sequence[str]) -> dict[str, QueueDepth]:
         import pika.exceptions
 
-        with self._lock:
-            if self._pid != os.getpid():  # a forked child must not share the parent's socket
-                self._pid, self._connection, self._channel = os.getpid(), None, None
+        link = self._link.value
+        with link.lock:
             for attempt in (1, 2):
                 try:
-                    counts = {name: (self._count(name), self._count(dq_name(name))) for name in queue_names}
+                    counts = {
+                        name: (self._count(link, name), self._count(link, dq_name(name)))
+                        for name in queue_names
+                    }
                     break
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     # The server may have closed an idle connection (missed heartbeats): reconnect once.
-                    self._drop()
+                    link.drop()
                     if attempt == 2:
                         raise DepthUnavailable(
                             f"cannot read the depth of queue(s) {', '.join(queue_names)} from RabbitMQ: "
@@ -182,32 +196,26 @@ class RabbitmqDepthReader(DepthReader):
         now = _now_ms()
         return {name: QueueDepth(name, ready, delayed, now) for name, (ready, delayed) in counts.items()}
 
-    def _count(self, name: str) -> int:
+    def _count(self, link: _AmqpLink, name: str) -> int:
         import pika
         import pika.exceptions
 
-        if self._channel is None or not self._channel.is_open:
-            if self._connection is None or not self._connection.is_open:
-                self._connection = pika.BlockingConnection(self.broker.parameters)
-            self._channel = self._connection.channel()
+        if link.channel is None or not link.channel.is_open:
+            if link.connection is None or not link.connection.is_open:
+                link.connection = pika.BlockingConnection(self.broker.parameters)
+            link.channel = link.connection.channel()
         try:
-            return int(self._channel.queue_declare(name, passive=True).method.message_count)
+            return int(link.channel.queue_declare(name, passive=True).method.message_count)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            self._channel = None
+            link.channel = None
             if exc.reply_code == 404:  # no such queue: nothing waits in it
                 return 0
             raise
 
-    def _drop(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # already closed or broken: nothing to release
-                connection.close()
-
     def close(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                self._drop()
+        link = self._link.value
+        with link.lock:
+            link.drop()
 
 
 class StubDepthReader(DepthReader):

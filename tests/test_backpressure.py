@@ -22,14 +22,6 @@ from dramatiq_resilience.queue_depth import DepthReader, QueueDepth, StubDepthRe
 LEVELS = {"work": dr.Thresholds(warning=2, critical=4, emergency=6)}
 
 
-@pytest.fixture
-def seen() -> Iterator[list[dr.Event]]:
-    events: list[dr.Event] = []
-    dr.subscribe("*", events.append)
-    yield events
-    dr.unsubscribe("*", events.append)
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

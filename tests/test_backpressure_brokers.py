@@ -24,16 +24,19 @@ def started() -> Iterator[list[Worker]]:
         worker.stop()
 
 
-def test_redis_depth_is_the_queue_list_plus_the_delay_queue_messages(redis_broker: RedisBroker) -> None:
-    """LLEN of the queue plus HLEN of its .DQ.msgs, in one pipelined round trip; a missing queue is 0."""
+def three_ready_two_delayed(queue_name: str) -> None:
+    """Declare a job on ``queue_name`` and send it 3 messages, then 2 delayed by a minute."""
 
-    @dramatiq.actor(queue_name="work")
+    @dramatiq.actor(queue_name=queue_name)
     def job(n: int) -> None: ...
 
-    for n in range(3):
-        job.send(n)
-    for n in range(2):
-        job.send_with_options(args=(n,), delay=60_000)
+    for n in range(5):
+        job.send_with_options(args=(n,), delay=60_000 if n >= 3 else None)
+
+
+def test_redis_depth_is_the_queue_list_plus_the_delay_queue_messages(redis_broker: RedisBroker) -> None:
+    """LLEN of the queue plus HLEN of its .DQ.msgs, in one pipelined round trip; a missing queue is 0."""
+    three_ready_two_delayed("work")
     reader = depth_reader(redis_broker)
     assert isinstance(reader, RedisDepthReader)
     readings = reader.read(["work", "missing"])
@@ -65,14 +68,7 @@ def test_rabbitmq_depth_is_the_ready_count_of_the_queue_and_its_delay_queue(
     rabbitmq_broker: Any, queue_name: str
 ) -> None:
     """Passive queue_declare counts on a connection of its own; a missing queue is 0 and reading goes on."""
-
-    @dramatiq.actor(queue_name=queue_name)
-    def job(n: int) -> None: ...
-
-    for n in range(3):
-        job.send(n)
-    for n in range(2):
-        job.send_with_options(args=(n,), delay=60_000)
+    three_ready_two_delayed(queue_name)
     reader = depth_reader(rabbitmq_broker)
     assert isinstance(reader, RabbitmqDepthReader)
     try:
@@ -83,11 +79,11 @@ def test_rabbitmq_depth_is_the_ready_count_of_the_queue_and_its_delay_queue(
             (missing, 0, 0),
             (queue_name, 3, 2),
         ]
-        reader._connection.close()  # the server dropped it (missed heartbeats): the reader reconnects
+        reader._link.value.connection.close()  # the server dropped it (missed heartbeats): reconnect
         assert reader.read([queue_name])[queue_name].depth == 5
     finally:
         reader.close()
-    assert reader._connection is None
+    assert reader._link.value.connection is None
 
 
 @pytest.mark.parametrize("broker_fixture", ["redis_broker", "rabbitmq_broker"])

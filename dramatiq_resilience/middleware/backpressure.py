@@ -56,6 +56,12 @@ DEFAULT_LOG_INTERVAL = 60_000
 NOT_BEFORE = "backpressure_not_before"
 
 
+def _announce(event: str, message: Any, queue_name: str, **fields: Any) -> None:
+    events.emit(
+        event, queue_name=queue_name, actor_name=message.actor_name, message_id=message.message_id, **fields
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class _Policy:
     exempt: bool
@@ -271,11 +277,10 @@ class Backpressure(ResilienceMiddleware):
             self._slow(message, policy, queue_name, depth, thresholds)
 
     def _refuse(self, message: Any, queue_name: str, depth: int, threshold: int) -> None:
-        events.emit(
+        _announce(
             "backpressure_refused",
-            queue_name=queue_name,
-            actor_name=message.actor_name,
-            message_id=message.message_id,
+            message,
+            queue_name,
             reason="emergency",
             depth=depth,
             threshold=threshold,
@@ -302,11 +307,10 @@ class Backpressure(ResilienceMiddleware):
             return
         if held:
             message.options[NOT_BEFORE] = self.wall.now_ms() + held
-        events.emit(
+        _announce(
             "backpressure_slowed",
-            queue_name=queue_name,
-            actor_name=message.actor_name,
-            message_id=message.message_id,
+            message,
+            queue_name,
             mode=policy.on_critical,
             depth=depth,
             threshold=critical,
@@ -329,11 +333,10 @@ class Backpressure(ResilienceMiddleware):
         if found is None:
             return
         state, retry_after_ms = found
-        events.emit(
+        _announce(
             "backpressure_refused",
-            queue_name=queue_name,
-            actor_name=message.actor_name,
-            message_id=message.message_id,
+            message,
+            queue_name,
             reason="breaker_open",
             depth=None,
             threshold=None,

@@ -11,7 +11,6 @@ the state backend, cached ``cache_ms``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from ..backends.breaker import FORCED_OPEN, OPEN
 from ..clock import Clock
 from ..errors import BackendError, DepthUnavailable
 from ..outage import OutageLog
+from ..per_process import PerProcess
 from ..queue_depth import QueueDepth
 from ..thresholds import NORMAL, ThresholdTable
 
@@ -38,7 +38,6 @@ _CONSEQUENCE = {
 
 @dataclass
 class _Levels:
-    pid: int = field(default_factory=os.getpid)
     lock: threading.Lock = field(default_factory=threading.Lock)
     levels: dict[str, str] = field(default_factory=dict)
     logged: dict[str, int] = field(default_factory=dict)
@@ -62,14 +61,11 @@ class LevelWatch:
         self.logger = logger
         self.clock = clock
         self.log_interval = log_interval
-        self._state = _Levels()
+        self._state = PerProcess(_Levels)
 
     @property
     def _local(self) -> _Levels:
-        state = self._state
-        if state.pid != os.getpid():
-            state = self._state = _Levels()
-        return state
+        return self._state.value
 
     def level(self, queue_name: str) -> str | None:
         """The level of ``queue_name`` at its last reading in this process (``None``: never read)."""
