@@ -1,6 +1,9 @@
 """A per-process cache of queue depths, so that a ``send`` almost never asks the broker.
 
-Each queue's reading is trusted for ``cache_ms`` milliseconds.  When it is
+Each queue's reading is trusted for ``cache_ms`` milliseconds, plus the
+messages this process enqueued to the queue since (:meth:`DepthCache.estimate`),
+so that one fast producer stops at a threshold instead of sending a whole
+period's worth past it; what other processes sent shows at the next reading.  When it is
 stale, one thread reads it again while the others go on with the stale
 reading (single flight); a thread that finds no reading at all waits for the
 one being read, at most ``wait_ms``.  A failed read is remembered for
@@ -32,6 +35,7 @@ DEFAULT_WAIT_MS = 5_000
 class _Entry:
     depth: QueueDepth | None  # None: the last read failed
     expires: int
+    added: int = 0  # messages this process enqueued since the reading (approximate under races)
 
 
 @dataclass
@@ -97,6 +101,23 @@ class DepthCache:
                 return None if entry is None else entry.depth
             local.reading.add(queue_name)
         return self._refresh(local, [queue_name]).get(queue_name)
+
+    def estimate(self, queue_name: str) -> int | None:
+        """The depth of ``queue_name``: its reading (see :meth:`get`) plus what this process enqueued since.
+
+        ``None`` when the depth cannot be read.
+        """
+        reading = self.get(queue_name)
+        if reading is None:
+            return None
+        entry = self._local.entries.get(queue_name)
+        return reading.depth + (entry.added if entry is not None and entry.depth is reading else 0)
+
+    def note_enqueued(self, queue_name: str) -> None:
+        """Count one message this process enqueued to ``queue_name`` since its last reading."""
+        entry = self._local.entries.get(queue_name)
+        if entry is not None and entry.depth is not None:
+            entry.added += 1
 
     def read(self, queue_names: Sequence[str]) -> dict[str, QueueDepth]:
         """Read ``queue_names`` now (one reader call) and cache them.

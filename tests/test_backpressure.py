@@ -127,7 +127,7 @@ def test_emergency_refuses_sends_while_a_retry_is_enqueued_until_workers_drain_i
     ]
     assert named(seen, "backpressure_refused", "reason", "depth", "threshold", "breaker") == [
         ("emergency", 6, 6, None),
-        ("emergency", 6, 6, None),
+        ("emergency", 7, 6, None),  # the last reading, plus the retry this process enqueued since
     ]
 
 
@@ -152,6 +152,27 @@ def test_a_warm_cache_reads_the_broker_once_per_cache_period(
     clock.advance(1)
     job.send(0)
     assert reader.calls == [["work"], ["work"]]
+
+
+def test_a_fast_producer_stops_at_the_threshold_within_one_cache_period(
+    stub_broker: StubBroker, clock: dr.FakeClock
+) -> None:
+    """Between readings a process adds its own enqueues to the last reading: the sixth send is refused."""
+    reader = CountingReader(stub_broker)
+    backpressure = install(stub_broker, clock, reader=reader, thresholds={"work": dr.Thresholds(emergency=5)})
+
+    @dramatiq.actor(queue_name="work")
+    def job(n: int) -> None: ...
+
+    for n in range(5):
+        job.send(n)
+    with pytest.raises(dr.QueueOverloaded) as info:
+        job.send(5)
+    assert (info.value.depth, stub_broker.queues["work"].qsize(), len(reader.calls)) == (5, 5, 1)
+    assert backpressure.depth("work").depth == 0  # type: ignore[union-attr]  # the reading itself
+    stub_broker.flush("work")  # workers drained it: seen at the next reading
+    clock.advance(1_000)
+    job.send(6)
 
 
 def test_cache_ms_zero_reads_on_every_send(stub_broker: StubBroker, clock: dr.FakeClock) -> None:
@@ -495,7 +516,8 @@ def test_a_refused_unique_send_takes_no_reservation(stub_broker: StubBroker, clo
     stub_broker.flush("work")
     clock.advance(1_000)
     charge.send("b")  # not DuplicateMessage: the refused send reserved nothing
-    assert backpressure.level("work") == "normal"
+    assert stub_broker.queues["work"].qsize() == 1
+    assert backpressure.depth("work") == dr.QueueDepth("work", 0, 0, backpressure.depth("work").read_at_ms)
 
 
 def test_options_are_checked_at_declaration_and_per_message(

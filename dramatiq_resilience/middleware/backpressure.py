@@ -233,10 +233,13 @@ class Backpressure(ResilienceMiddleware):
         return self.depths().get(q_name(queue_name))
 
     def level(self, queue_name: str) -> str | None:
-        """The level of ``queue_name`` from its cached depth; ``None`` if unchecked or unreadable."""
+        """The level a send to ``queue_name`` meets now; ``None`` if it is unchecked or unreadable.
+
+        From the cached reading plus the messages this process enqueued to it since.
+        """
         thresholds = self.thresholds_for(queue_name)
-        reading = self.depth(queue_name) if thresholds is not None else None
-        return None if thresholds is None or reading is None else thresholds.level(reading.depth)
+        depth = self.depths().estimate(q_name(queue_name)) if thresholds is not None else None
+        return None if thresholds is None or depth is None else thresholds.level(depth)
 
     def status(
         self, queue_names: Iterable[str] | None = None, *, broker: Broker | None = None
@@ -266,15 +269,20 @@ class Backpressure(ResilienceMiddleware):
         thresholds = self.table.get(queue_name)
         if thresholds is None:
             return
-        reading = self.depths(broker).get(queue_name)
-        if reading is None:
+        depth = self.depths(broker).estimate(queue_name)
+        if depth is None:
             return
-        depth = reading.depth
         level = thresholds.level(depth)
         if level == EMERGENCY:
             self._refuse(message, queue_name, depth, thresholds.emergency)  # type: ignore[arg-type]
         elif level == CRITICAL:
             self._slow(message, policy, queue_name, depth, thresholds)
+
+    def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
+        cache = self._cache
+        # A delayed message moved to its queue leaves the delay queue: the depth is unchanged.
+        if cache is not None and enqueue_origin(message) != "delayed_move":
+            cache.note_enqueued(q_name(message.queue_name))
 
     def _refuse(self, message: Any, queue_name: str, depth: int, threshold: int) -> None:
         _announce(
