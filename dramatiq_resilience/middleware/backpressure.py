@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
-from dramatiq.errors import ActorNotFound
 from dramatiq.logging import get_logger
 
-from .. import events
 from ..backends.base import StateBackend
 from ..backends.stub import StubBackend
 from ..breaker_local import MonotonicClock
 from ..clock import Clock, SystemClock
 from ..depth_cache import DepthCache
 from ..enqueue import enqueue_origin
-from ..errors import CircuitOpenOnSend, ConfigurationError, QueueOverloaded
+from ..errors import ConfigurationError
 from ..options import Option, boolean, choice, milliseconds, non_negative_int
 from ..queue_depth import DepthReader, QueueDepth, depth_reader
 from ..thresholds import CRITICAL, EMERGENCY, QueueStatus, Thresholds, ThresholdTable, queue_statuses
-from .backpressure_watch import BreakerGate, LevelWatch
+from .backpressure_policy import Policies, slowdown
+from .backpressure_refusals import BreakerGate, announce, refuse_overloaded
+from .backpressure_watch import LevelWatch
 from .base import ResilienceMiddleware
-
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
 
 __all__ = [
     "DEFAULT_CACHE_MS",
@@ -54,21 +49,6 @@ DEFAULT_LOG_INTERVAL = 60_000
 
 #: The message option a delayed enqueue writes: run no earlier than this (ms since the epoch).
 NOT_BEFORE = "backpressure_not_before"
-
-
-def _announce(event: str, message: Any, queue_name: str, **fields: Any) -> None:
-    events.emit(
-        event, queue_name=queue_name, actor_name=message.actor_name, message_id=message.message_id, **fields
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Policy:
-    exempt: bool
-    on_critical: str
-    max_wait: int
-    max_delay: int
-    refuse_open_breaker: bool
 
 
 class Backpressure(ResilienceMiddleware):
@@ -155,10 +135,11 @@ class Backpressure(ResilienceMiddleware):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._broker: Broker | None = None
-        self._policies: dict[str, _Policy] = {}
-        self._breakers: tuple[Broker, CircuitBreaker | None] | None = None
+        self.policies = Policies(self.option_specs, self)
         self.watch = LevelWatch(self.table, self.logger, clock=self.clock, log_interval=self.log_interval)
-        self.gate = BreakerGate(clock=self.clock, cache_ms=self.cache_ms, outage=self.outage)
+        self.gate = BreakerGate(
+            clock=self.clock, cache_ms=self.cache_ms, outage=self.outage, logger=self.logger
+        )
 
     # -- configuration ----------------------------------------------------------------
 
@@ -168,31 +149,7 @@ class Backpressure(ResilienceMiddleware):
 
     def validate_actor(self, broker: Broker, actor: Any) -> None:
         self._broker = self._broker or broker
-        self._policies.pop(actor.actor_name, None)  # a re-declared actor may change its options
-
-    def _actor_policy(self, broker: Broker, actor_name: str) -> _Policy:
-        policy = self._policies.get(actor_name)
-        if policy is None:
-            try:
-                options = broker.get_actor(actor_name).options
-            except ActorNotFound:  # sent by name from a process that did not declare it
-                options = {}
-            values = {
-                spec.attr: options.get(spec.name, getattr(self, spec.attr)) for spec in self.option_specs
-            }
-            policy = self._policies[actor_name] = _Policy(**values)
-        return policy
-
-    def _policy(self, broker: Broker, message: Any) -> _Policy:
-        policy = self._actor_policy(broker, message.actor_name)
-        options = message.options
-        given = [spec for spec in self.option_specs if spec.name in options]
-        if given:
-            overrides = {
-                spec.attr: spec.validate(options[spec.name], actor_name=message.actor_name) for spec in given
-            }
-            policy = dataclasses.replace(policy, **overrides)
-        return policy
+        self.policies.forget(actor.actor_name)
 
     # -- depths -----------------------------------------------------------------------
 
@@ -260,12 +217,12 @@ class Backpressure(ResilienceMiddleware):
             return  # sent by an after-hook of a finished message (pipelines, callbacks): never refused
         if enqueue_origin(message) != "send":
             return
-        policy = self._policy(broker, message)
+        policy = self.policies.of_message(broker, message)
         if policy.exempt:
             return
         queue_name = q_name(message.queue_name)
         if policy.refuse_open_breaker:
-            self._refuse_if_open(broker, message, queue_name)
+            self.gate.check(broker, message, queue_name)
         thresholds = self.table.get(queue_name)
         if thresholds is None:
             return
@@ -274,9 +231,10 @@ class Backpressure(ResilienceMiddleware):
             return
         level = thresholds.level(depth)
         if level == EMERGENCY:
-            self._refuse(message, queue_name, depth, thresholds.emergency)  # type: ignore[arg-type]
+            refuse_overloaded(message, queue_name, depth, thresholds.emergency)  # type: ignore[arg-type]
         elif level == CRITICAL:
-            self._slow(message, policy, queue_name, depth, thresholds)
+            wait, held = slowdown(policy, thresholds, depth)
+            self._slow(message, queue_name, depth, thresholds, wait=wait, held=held)
 
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         cache = self._cache
@@ -284,96 +242,25 @@ class Backpressure(ResilienceMiddleware):
         if cache is not None and enqueue_origin(message) != "delayed_move":
             cache.note_enqueued(q_name(message.queue_name))
 
-    def _refuse(self, message: Any, queue_name: str, depth: int, threshold: int) -> None:
-        _announce(
-            "backpressure_refused",
-            message,
-            queue_name,
-            reason="emergency",
-            depth=depth,
-            threshold=threshold,
-            breaker=None,
-        )
-        raise QueueOverloaded(
-            f"Queue {queue_name!r} holds {depth} messages, at or past its emergency threshold of "
-            f"{threshold}: message {message.message_id!r} of actor {message.actor_name!r} was not sent.",
-            queue_name=queue_name,
-            depth=depth,
-            threshold=threshold,
-            actor_name=message.actor_name,
-        )
-
     def _slow(
-        self, message: Any, policy: _Policy, queue_name: str, depth: int, thresholds: Thresholds
+        self, message: Any, queue_name: str, depth: int, thresholds: Thresholds, *, wait: int, held: int
     ) -> None:
-        critical = thresholds.critical or 1
-        top = thresholds.emergency if thresholds.emergency is not None else 2 * critical
-        share = min(1.0, (depth - critical + 1) / max(1, top - critical))
-        wait = math.ceil(policy.max_wait * share) if policy.on_critical == "wait" else 0
-        held = math.ceil(policy.max_delay * share) if policy.on_critical == "delay" else 0
         if not wait and not held:
             return
         if held:
             message.options[NOT_BEFORE] = self.wall.now_ms() + held
-        _announce(
+        announce(
             "backpressure_slowed",
             message,
             queue_name,
-            mode=policy.on_critical,
+            mode="wait" if wait else "delay",
             depth=depth,
-            threshold=critical,
+            threshold=thresholds.critical,
             wait_ms=wait,
             delay_ms=held,
         )
         if wait:
             self._sleep(wait / 1000)
-
-    def _refuse_if_open(self, broker: Broker, message: Any, queue_name: str) -> None:
-        breaker = self._circuit_breaker(broker)
-        if breaker is None:
-            return
-        try:
-            value = breaker.resolve_option(broker, message, "breaker")
-        except ActorNotFound:
-            value = breaker.breaker
-        name = message.actor_name if value is True else None if value is False else str(value)
-        found = self.gate.open_state(breaker, name) if name is not None else None
-        if found is None:
-            return
-        state, retry_after_ms = found
-        _announce(
-            "backpressure_refused",
-            message,
-            queue_name,
-            reason="breaker_open",
-            depth=None,
-            threshold=None,
-            breaker=name,
-        )
-        raise CircuitOpenOnSend(
-            f"Circuit {name!r} of actor {message.actor_name!r} is {state.replace('_', ' ')}"
-            f"{f' for {retry_after_ms} more milliseconds' if retry_after_ms else ''}: "
-            f"message {message.message_id!r} was not sent.",
-            actor_name=message.actor_name,
-            queue_name=queue_name,
-            breaker=str(name),
-            state=state,
-            retry_after_ms=retry_after_ms,
-        )
-
-    def _circuit_breaker(self, broker: Broker) -> CircuitBreaker | None:
-        found = self._breakers
-        if found is None or found[0] is not broker:
-            from .breaker import CircuitBreaker
-
-            breaker = next((m for m in broker.middleware if isinstance(m, CircuitBreaker)), None)
-            if breaker is None:
-                self.logger.warning(
-                    "backpressure_refuse_open_breaker is set but the broker has no CircuitBreaker: "
-                    "sends are not checked against breakers."
-                )
-            found = self._breakers = (broker, breaker)
-        return found[1]
 
     # -- the worker side ----------------------------------------------------------------
 

@@ -1,11 +1,9 @@
-"""What Backpressure knows in one process: each queue's level, and which breakers are open.
+"""What Backpressure knows in one process of each queue's level.
 
 :class:`LevelWatch` sees every fresh depth reading (at most one per queue per
 ``cache_ms``), announces level changes, and logs them: at once on a change,
 then at most once per ``log_interval`` while a queue stays above normal, never
-once per send.  :class:`BreakerGate` answers whether a breaker is open, from
-the CircuitBreaker's own in-process cache when it has an answer, else from
-the state backend, cached ``cache_ms``.
+once per send.
 """
 
 from __future__ import annotations
@@ -13,21 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .. import events
-from ..backends.breaker import FORCED_OPEN, OPEN
 from ..clock import Clock
-from ..errors import BackendError, DepthUnavailable
-from ..outage import OutageLog
+from ..errors import DepthUnavailable
 from ..per_process import PerProcess
 from ..queue_depth import QueueDepth
 from ..thresholds import NORMAL, ThresholdTable
 
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
-
-__all__ = ["BreakerGate", "LevelWatch"]
+__all__ = ["LevelWatch"]
 
 _CONSEQUENCE = {
     "warning": "",
@@ -142,45 +134,3 @@ class LevelWatch:
                 error,
             )
         events.emit("backpressure_depth_failed", queue_name=error.queue_name, error=error, first=first)
-
-
-class BreakerGate:
-    """Whether a breaker is open, cached ``cache_ms`` milliseconds per breaker name.
-
-    Parameters:
-      clock: time for cache lifetimes.
-      cache_ms: milliseconds an answer read from the backend is trusted.
-      outage: where state-backend errors are logged (sends pass while it is down).
-    """
-
-    def __init__(self, *, clock: Clock, cache_ms: int, outage: OutageLog) -> None:
-        self.clock = clock
-        self.cache_ms = cache_ms
-        self.outage = outage
-        self._answers: dict[str, tuple[tuple[str, int] | None, int]] = {}
-
-    def open_state(self, breaker: CircuitBreaker, name: str) -> tuple[str, int] | None:
-        """``(state, retry_after_ms)`` when breaker ``name`` is open or forced open, else ``None``."""
-        admission = breaker.local.cached(name)  # free when this process's workers asked recently
-        if admission is not None:
-            if not admission.allowed and admission.state in (OPEN, FORCED_OPEN):
-                return admission.state, admission.retry_after_ms
-            return None
-        now = self.clock.now_ms()
-        known = self._answers.get(name)
-        if known is not None and now < known[1]:
-            return known[0]
-        answer: tuple[str, int] | None = None
-        lifetime = self.cache_ms
-        try:
-            status = breaker.backend.breaker_status(name, settings=breaker.settings(name))
-        except BackendError as exc:
-            self.outage.failed(exc, action="let sends to actors with open breakers through")
-        else:
-            self.outage.succeeded()
-            if status.state == FORCED_OPEN or (status.state == OPEN and status.retry_after_ms > 0):
-                answer = status.state, status.retry_after_ms
-                if status.state == OPEN:
-                    lifetime = min(lifetime, status.retry_after_ms)
-        self._answers[name] = answer, now + lifetime
-        return answer
