@@ -107,15 +107,18 @@ class DepthCache:
 
         ``None`` when the depth cannot be read.
         """
+        entry = self._process.value.entries.get(queue_name)
+        if entry is not None and entry.depth is not None and self.clock.now_ms() < entry.expires:
+            return entry.depth.depth + entry.added  # the hot path: a warm cache
         reading = self.get(queue_name)
         if reading is None:
             return None
-        entry = self._local.entries.get(queue_name)
+        entry = self._process.value.entries.get(queue_name)
         return reading.depth + (entry.added if entry is not None and entry.depth is reading else 0)
 
     def note_enqueued(self, queue_name: str) -> None:
         """Count one message this process enqueued to ``queue_name`` since its last reading."""
-        entry = self._local.entries.get(queue_name)
+        entry = self._process.value.entries.get(queue_name)
         if entry is not None and entry.depth is not None:
             entry.added += 1
 

@@ -43,6 +43,7 @@ class Policies:
     def __init__(self, specs: Sequence[Option], defaults: Any) -> None:
         self.specs = specs
         self.defaults = defaults
+        self._names = frozenset(spec.name for spec in specs)
         self._by_actor: dict[str, Policy] = {}
 
     def forget(self, actor_name: str) -> None:
@@ -66,6 +67,8 @@ class Policies:
         """The policy of ``message``; a bad message option raises ``ConfigurationError`` (to the producer)."""
         policy = self.of_actor(broker, message.actor_name)
         options = message.options
+        if self._names.isdisjoint(options):
+            return policy
         given = [spec for spec in self.specs if spec.name in options]
         if given:
             overrides = {
