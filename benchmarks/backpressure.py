@@ -119,6 +119,7 @@ def backpressure(context: Context) -> dict[str, Any]:
     result["verdict"] = (
         f"{verdict}: {extra:+.4f} Redis commands per send with a warm cache "
         f"(target <= {MAX_COMMANDS_PER_SEND}; {depth_reads} depth-read commands in {count} sends); "
-        f"enqueue rate {ours / bare:.2f}x bare, best of {len(ours_runs)} (median {median_ratio:.2f}x; no target)"
+        f"enqueue rate {ours / bare:.2f}x bare, best of {len(ours_runs)} "
+        f"(median {median_ratio:.2f}x; no target)"
     )
     return result
