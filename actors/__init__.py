@@ -3,6 +3,7 @@
 * :mod:`actors.payments`: charges orders through a flaky payment gateway.
 * :mod:`actors.webhooks`: delivers webhooks to customers, per tenant.
 * :mod:`actors.maintenance`: periodic housekeeping jobs.
+* :mod:`actors.reports`: report exports, protected by backpressure.
 
 Run it with real workers::
 
@@ -14,9 +15,19 @@ in-memory ``StubBackend`` (what ``dramatiq-resilience demo`` does).
 
 from __future__ import annotations
 
-from . import maintenance, payments, webhooks
+from . import maintenance, payments, reports, webhooks
 
 # The broker and the resilience stack must exist before any actor is declared.
 from .config import backend, broker, cleanup, ledger, stack
 
-__all__ = ["backend", "broker", "cleanup", "ledger", "maintenance", "payments", "stack", "webhooks"]
+__all__ = [
+    "backend",
+    "broker",
+    "cleanup",
+    "ledger",
+    "maintenance",
+    "payments",
+    "reports",
+    "stack",
+    "webhooks",
+]

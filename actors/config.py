@@ -48,6 +48,14 @@ stack = dr.install(
     # gateway.  A short cooldown keeps the demo quick; production would keep
     # the 30 s default.
     breaker={"breakers": {"payments-gateway": {"cooldown": 1_000, "cooldown_max": 8_000}}},
+    # Producers of report exports are warned, slowed, then refused as the
+    # reports queue fills.  The demo reads the depth on every send to be exact;
+    # production would keep the default cache (one read per queue per second).
+    backpressure={
+        "thresholds": {"reports": dr.Thresholds(warning=4, critical=8, emergency=12)},
+        "max_wait": 100,
+        "cache_ms": 0,
+    },
 )
 dramatiq.set_broker(broker)
 

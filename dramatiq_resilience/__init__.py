@@ -27,10 +27,12 @@ from .errors import (
     BackendError,
     BackendUnavailable,
     CircuitOpen,
+    CircuitOpenOnSend,
     ConfigurationError,
     CorruptRecord,
     DeferralFailed,
     Deferred,
+    DepthUnavailable,
     DuplicateMessage,
     DuplicateSkipped,
     IdempotencyConflict,
@@ -46,6 +48,7 @@ from .errors import (
 from .events import Event, emit, subscribe, unsubscribe
 from .install import Stack, install, installed
 from .limits import Concurrency, Limit
+from .middleware.backpressure import Backpressure
 from .middleware.base import ResilienceMiddleware
 from .middleware.breaker import CircuitBreaker
 from .middleware.dead_letters import DeadLetters
@@ -54,6 +57,7 @@ from .middleware.dedup_claims import Claim, current_claim
 from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .queue_depth import QueueDepth, read_queue_depths
 from .scheduling import (
     CronJob,
     CronJobs,
@@ -65,6 +69,7 @@ from .scheduling import (
     register_scan,
     schedule,
 )
+from .thresholds import QueueStatus, Thresholds
 
 __version__ = "0.1.0"
 
@@ -72,12 +77,14 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "BackendError",
     "BackendUnavailable",
+    "Backpressure",
     "BreakerSettings",
     "BreakerStatus",
     "BreakerTransition",
     "Breakers",
     "CircuitBreaker",
     "CircuitOpen",
+    "CircuitOpenOnSend",
     "Claim",
     "Clock",
     "Concurrency",
@@ -95,6 +102,7 @@ __all__ = [
     "Deduplication",
     "DeferralFailed",
     "Deferred",
+    "DepthUnavailable",
     "DuplicateMessage",
     "DuplicateSkipped",
     "Event",
@@ -103,7 +111,9 @@ __all__ = [
     "InvalidMessage",
     "LeaseLost",
     "Limit",
+    "QueueDepth",
     "QueueOverloaded",
+    "QueueStatus",
     "RedisBackend",
     "RedrivePolicy",
     "Rejected",
@@ -119,6 +129,7 @@ __all__ = [
     "StateBackend",
     "StubBackend",
     "SystemClock",
+    "Thresholds",
     "TooManyDeferrals",
     "UniqueEnqueueUnavailable",
     "UnknownJob",
@@ -134,6 +145,7 @@ __all__ = [
     "installed",
     "internal_enqueue",
     "is_producer_send",
+    "read_queue_depths",
     "register_scan",
     "schedule",
     "send_unique",

@@ -22,10 +22,12 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CircuitOpen",
+    "CircuitOpenOnSend",
     "ConfigurationError",
     "CorruptRecord",
     "DeferralFailed",
     "Deferred",
+    "DepthUnavailable",
     "DuplicateMessage",
     "DuplicateSkipped",
     "IdempotencyConflict",
@@ -304,19 +306,66 @@ class UniqueEnqueueUnavailable(BackendUnavailable, MiddlewareError):
 
 
 class QueueOverloaded(ResilienceError, MiddlewareError):
-    """``send`` refused a message because its queue is past its emergency threshold.
+    """``send`` refused a message because its queue's depth reached its emergency threshold.
+
+    Raised by :class:`~dramatiq_resilience.Backpressure`; retries, deferrals,
+    delayed-message moves, scheduler sends and redrives are never refused.
 
     Attributes:
       queue_name: the canonical queue name.
       depth: the queue depth that was observed.
-      threshold: the emergency threshold it exceeded.
+      threshold: the emergency threshold it reached.
+      actor_name: the actor the message was sent to, if known.
     """
 
-    def __init__(self, message: str, *, queue_name: str, depth: int, threshold: int) -> None:
+    def __init__(
+        self, message: str, *, queue_name: str, depth: int, threshold: int, actor_name: str | None = None
+    ) -> None:
         super().__init__(message)
         self.queue_name = queue_name
         self.depth = depth
         self.threshold = threshold
+        self.actor_name = actor_name
+
+
+class CircuitOpenOnSend(ResilienceError, MiddlewareError):
+    """``send`` refused a message because its actor's circuit breaker is open.
+
+    Raised by :class:`~dramatiq_resilience.Backpressure` for actors with
+    ``backpressure_refuse_open_breaker=True``.
+
+    Attributes:
+      actor_name: the actor the message was sent to.
+      queue_name: the canonical queue name.
+      breaker: the breaker's name.
+      state: ``"open"`` or ``"forced_open"``.
+      retry_after_ms: milliseconds until the breaker half-opens (0 when forced open).
+    """
+
+    def __init__(
+        self, message: str, *, actor_name: str, queue_name: str, breaker: str, state: str, retry_after_ms: int
+    ) -> None:
+        super().__init__(message)
+        self.actor_name = actor_name
+        self.queue_name = queue_name
+        self.breaker = breaker
+        self.state = state
+        self.retry_after_ms = retry_after_ms
+
+
+class DepthUnavailable(ResilienceError):
+    """A queue's depth could not be read from the broker.
+
+    Backpressure lets sends through while it cannot read a depth (and logs
+    it once per outage); ``Backpressure.status()`` and the CLI report it.
+
+    Attributes:
+      queue_name: the canonical queue name.
+    """
+
+    def __init__(self, message: str, *, queue_name: str) -> None:
+        super().__init__(message)
+        self.queue_name = queue_name
 
 
 class UnknownJob(ResilienceError, LookupError):

@@ -11,7 +11,7 @@ Retries``):
 ``Scheduling``      second, for the same reasons: it tracks every delivery and
                     must see whether ``Retries`` re-enqueued a failed cron run
 pieces that check   before ``Retries``, in the order the registry lists them
-before processing   (breaker, then deduplication, then limits), after
+before processing   (backpressure, breaker, deduplication, limits), after
                     ``AgeLimit`` so that expired messages take nothing
 pieces that must    before ``Retries``: their ``after_process_message`` runs
 see final failure   after ``Retries`` has marked the message failed
@@ -32,6 +32,7 @@ from dramatiq.middleware import Middleware, Retries
 
 from .backends.base import StateBackend
 from .errors import ConfigurationError
+from .middleware.backpressure import Backpressure
 from .middleware.breaker import CircuitBreaker
 from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
@@ -69,6 +70,15 @@ PIECES: list[Piece] = [
     # Right after the guard: sees every delivery, and its after-hooks run after Retries.
     Piece(
         "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
+    ),
+    # Off unless configured (it needs thresholds).  Before the breaker and dedup: a
+    # refused send takes no unique-enqueue reservation, and a held-back delayed
+    # enqueue is deferred before the breaker takes a probe permit.
+    Piece(
+        "backpressure",
+        Backpressure,
+        lambda backend, **kwargs: Backpressure(backend=backend, **kwargs),
+        default=False,
     ),
     Piece("breaker", CircuitBreaker, lambda backend, **kwargs: CircuitBreaker(backend=backend, **kwargs)),
     Piece("dedup", Deduplication, lambda backend, **kwargs: Deduplication(backend=backend, **kwargs)),

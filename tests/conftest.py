@@ -27,7 +27,7 @@ from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from dramatiq_resilience import FakeClock, RedisBackend, StubBackend
+from dramatiq_resilience import Event, FakeClock, RedisBackend, StubBackend, subscribe, unsubscribe
 from dramatiq_resilience.testing import DramatiqProcess, RedisServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +59,15 @@ def namespace() -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def seen() -> Iterator[list[Event]]:
+    """Every event emitted while the test runs (test modules may define their own)."""
+    events: list[Event] = []
+    subscribe("*", events.append)
+    yield events
+    unsubscribe("*", events.append)
 
 
 @pytest.fixture

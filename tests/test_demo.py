@@ -58,6 +58,11 @@ Duplicate webhooks and a double-clicked payment
   webhooks: 10 events delivered exactly once, 0 twice
   payments: order-101 clicked twice: the second click got the same message
   payments: a plain resend of order-101 was refused (DuplicateMessage); order-101 charged 1 time(s)
+A producer warned, slowed, then refused by a full reports queue
+  14 exports requested: 8 passed at once, 4 slowed (waited 25, 50, 75, 100 ms), 2 refused (QueueOverloaded, \
+emergency at 12)
+  an urgent export marked backpressure_exempt passed with 12 exports waiting
+  drained by the workers, the queue took a new export; 14 exports ran, 0 twice
 Cron jobs fired exactly once
   maintenance.heartbeat (every 1 s): 3 consecutive occurrences, each ran exactly once; 0 occurrences ran twice
   disabled: 0 runs in the next 2 s; run-now while disabled: ran 1 time(s)
