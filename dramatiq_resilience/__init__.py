@@ -54,6 +54,14 @@ from .middleware.dedup_claims import Claim, current_claim
 from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .observability import (
+    HealthPolicy,
+    HealthReport,
+    HealthScorer,
+    Metrics,
+    ObservabilityServer,
+    SentryReporter,
+)
 from .scheduling import (
     CronJob,
     CronJobs,
@@ -99,10 +107,15 @@ __all__ = [
     "DuplicateSkipped",
     "Event",
     "FakeClock",
+    "HealthPolicy",
+    "HealthReport",
+    "HealthScorer",
     "IdempotencyConflict",
     "InvalidMessage",
     "LeaseLost",
     "Limit",
+    "Metrics",
+    "ObservabilityServer",
     "QueueOverloaded",
     "RedisBackend",
     "RedrivePolicy",
@@ -114,6 +127,7 @@ __all__ = [
     "ScanContext",
     "Scheduler",
     "Scheduling",
+    "SentryReporter",
     "SlidingWindowLimiter",
     "Stack",
     "StateBackend",

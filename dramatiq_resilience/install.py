@@ -6,9 +6,11 @@ hooks in reverse.  Positions, relative to Dramatiq's default middleware
 Retries``):
 
 ==================  ==========================================================
-``RetryGuard``      first: its before-hook must see every message, and its
+``Metrics``,        first: their before-hooks see every delivery; they decide
+``HealthScorer``    outcomes when the worker acks or rejects, after every hook
+``RetryGuard``      next: its before-hook must see every message, and its
                     after-hook must run after ``Retries``
-``Scheduling``      second, for the same reasons: it tracks every delivery and
+``Scheduling``      right after the guard, for the same reasons: it tracks every delivery and
                     must see whether ``Retries`` re-enqueued a failed cron run
 pieces that check   before ``Retries``, in the order the registry lists them
 before processing   (breaker, then deduplication, then limits), after
@@ -37,6 +39,9 @@ from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .observability.health import HealthScorer
+from .observability.metrics_middleware import Metrics
+from .observability.sentry import SentryReporter
 from .scheduling.middleware import Scheduling
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
@@ -65,6 +70,12 @@ class Piece:
 
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
+    # Before everything: their before-hooks see every delivery (they never raise), and they
+    # count outcomes when the worker acks or rejects, after every after-hook.
+    Piece("metrics", Metrics, lambda backend, **kwargs: Metrics(**kwargs), first=True),
+    Piece(
+        "health", HealthScorer, lambda backend, **kwargs: HealthScorer(backend=backend, **kwargs), first=True
+    ),
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
     # Right after the guard: sees every delivery, and its after-hooks run after Retries.
     Piece(
@@ -80,6 +91,8 @@ PIECES: list[Piece] = [
     # Captures in after_nack, after every after_process_message hook has decided
     # message.failed; before Retries so it sees the retry count before Retries changes it.
     Piece("dead_letters", DeadLetters, lambda backend, **kwargs: DeadLetters(backend=backend, **kwargs)),
+    # Reports final failures (announced by DeadLetters in after_nack, or seen in its own).
+    Piece("sentry", SentryReporter, lambda backend, **kwargs: SentryReporter(**kwargs)),
 ]
 
 

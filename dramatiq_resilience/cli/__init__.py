@@ -18,7 +18,7 @@ from .. import __version__
 __all__ = ["COMMANDS", "main"]
 
 #: Modules of ``dramatiq_resilience.cli`` that register a subcommand.
-COMMANDS = ["demo", "breakers", "cron", "dedup", "dlq", "limits", "scheduler"]
+COMMANDS = ["demo", "breakers", "cron", "dedup", "dlq", "limits", "scheduler", "health", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
