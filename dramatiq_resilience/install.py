@@ -6,12 +6,13 @@ hooks in reverse.  Positions, relative to Dramatiq's default middleware
 Retries``):
 
 ==================  ==========================================================
-``Metrics``,        first: their before-hooks see every delivery; they decide
-``HealthScorer``    outcomes when the worker acks or rejects, after every hook
-``RetryGuard``      next: its before-hook must see every message, and its
+``RetryGuard``      first: its before-hook must see every message, and its
                     after-hook must run after ``Retries``
-``Scheduling``      right after the guard, for the same reasons: it tracks every delivery and
+``Scheduling``      second, for the same reasons: it tracks every delivery and
                     must see whether ``Retries`` re-enqueued a failed cron run
+``Metrics``,        next (the hooks before theirs never raise): they see every
+``HealthScorer``    delivery, and decide its outcome when the worker acks or
+                    rejects it, after every after-hook
 pieces that check   before ``Retries``, in the order the registry lists them
 before processing   (breaker, then deduplication, then limits), after
                     ``AgeLimit`` so that expired messages take nothing
@@ -70,16 +71,16 @@ class Piece:
 
 #: The registry of pieces, in middleware order.
 PIECES: list[Piece] = [
-    # Before everything: their before-hooks see every delivery (they never raise), and they
-    # count outcomes when the worker acks or rejects, after every after-hook.
-    Piece("metrics", Metrics, lambda backend, **kwargs: Metrics(**kwargs), first=True),
-    Piece(
-        "health", HealthScorer, lambda backend, **kwargs: HealthScorer(backend=backend, **kwargs), first=True
-    ),
     Piece("guard", RetryGuard, lambda backend, **kwargs: RetryGuard(**kwargs), first=True),
     # Right after the guard: sees every delivery, and its after-hooks run after Retries.
     Piece(
         "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
+    ),
+    # Then (before-hooks that never raise run before them): their before-hooks see every
+    # delivery, and they decide outcomes when the worker acks or rejects, after every after-hook.
+    Piece("metrics", Metrics, lambda backend, **kwargs: Metrics(**kwargs), first=True),
+    Piece(
+        "health", HealthScorer, lambda backend, **kwargs: HealthScorer(backend=backend, **kwargs), first=True
     ),
     Piece("breaker", CircuitBreaker, lambda backend, **kwargs: CircuitBreaker(backend=backend, **kwargs)),
     Piece("dedup", Deduplication, lambda backend, **kwargs: Deduplication(backend=backend, **kwargs)),
@@ -88,11 +89,11 @@ PIECES: list[Piece] = [
         SlidingWindowLimiter,
         lambda backend, **kwargs: SlidingWindowLimiter(backend=backend, **kwargs),
     ),
+    # Reports final failures (announced by DeadLetters in after_nack, or seen in its own after_nack).
+    Piece("sentry", SentryReporter, lambda backend, **kwargs: SentryReporter(**kwargs)),
     # Captures in after_nack, after every after_process_message hook has decided
     # message.failed; before Retries so it sees the retry count before Retries changes it.
     Piece("dead_letters", DeadLetters, lambda backend, **kwargs: DeadLetters(backend=backend, **kwargs)),
-    # Reports final failures (announced by DeadLetters in after_nack, or seen in its own).
-    Piece("sentry", SentryReporter, lambda backend, **kwargs: SentryReporter(**kwargs)),
 ]
 
 

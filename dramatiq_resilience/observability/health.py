@@ -23,12 +23,10 @@ from ..options import milliseconds
 from .health_inputs import DEFAULT_BUCKET, DEFAULT_FLUSH_MS, FORGET_AFTER, gather
 from .health_policy import HealthPolicy
 from .health_report import HealthReport, score
+from .health_scan import register_health_scan  # noqa: F401 - registers the health scan
 from .outcomes import FAILED, REJECTED, RETRIED, SUCCESS, OutcomeTracker, expected
 
-__all__ = ["DEFAULT_CACHE_MS", "DEFAULT_SCAN_EVERY", "HealthScorer", "scorer_of"]
-
-#: Milliseconds between two runs of the ``health`` scan.
-DEFAULT_SCAN_EVERY = 15_000
+__all__ = ["DEFAULT_CACHE_MS", "HealthScorer", "scorer_of"]
 
 #: Milliseconds a report is reused by scrapes of ``/metrics`` and ``/health``.
 DEFAULT_CACHE_MS = 2_000
@@ -47,8 +45,8 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
     round trip per interval, none per message), so any process can score the
     whole cluster: :meth:`evaluate` reads breaker states, those counts, the
     dead-letter store, queue depths and worker liveness.  It registers the
-    ``health`` scan, which evaluates every ``scan_every`` ms, publishes the
-    report (queue depths included, for readers without a broker) and emits
+    ``health`` scan, which evaluates every 15 s (``Scheduling(scan_every=
+    {"health": ms})``), publishes the report (queue depths included, for readers without a broker) and emits
     ``health_evaluated``, and ``health_changed`` when the overall status changes.
 
     Position: first in the list, with ``Metrics`` (``install()`` puts it there).
@@ -59,7 +57,6 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
         thresholds, bands, ``window`` in ms).
       flush_ms: milliseconds between two flushes of this process's counts (default 5 000).
       bucket_ms: milliseconds of one bucket of counts (default 10 000).
-      scan_every: milliseconds between two ``health`` scans (default 15 000).
       cache_ms: milliseconds a report is reused by :meth:`report` (default 2 000).
     """
 
@@ -72,7 +69,6 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
         policy: HealthPolicy | Mapping[str, Any] | None = None,
         flush_ms: int = DEFAULT_FLUSH_MS,
         bucket_ms: int = DEFAULT_BUCKET,
-        scan_every: int = DEFAULT_SCAN_EVERY,
         cache_ms: int = DEFAULT_CACHE_MS,
     ) -> None:
         ResilienceMiddleware.__init__(self, backend=backend, on_backend_error="allow")
@@ -80,7 +76,6 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
         self.policy = HealthPolicy.from_mapping(policy)
         self.flush_ms = self._check_default("flush_ms", milliseconds(minimum=100), flush_ms)
         self.bucket_ms = self._check_default("bucket_ms", milliseconds(minimum=1_000), bucket_ms)
-        self.scan_every = self._check_default("scan_every", milliseconds(minimum=1_000), scan_every)
         self.cache_ms = self._check_default("cache_ms", milliseconds(minimum=0), cache_ms)
         self.broker: Broker | None = None
         self.process = ""
@@ -92,9 +87,6 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cached: tuple[float, HealthReport] | None = None
-        from .health_scan import register_health_scan
-
-        register_health_scan(self.scan_every)
 
     # -- counting -----------------------------------------------------------------------
 
@@ -204,8 +196,11 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
 
         Returns the status it replaced (``None`` if there was none).
         """
+        from .health_scan import scan_interval
+
         payload = json.dumps(report.to_dict(), sort_keys=True).encode()
-        previous = self.backend.health_publish(payload, status=report.status, ttl_ms=3 * self.scan_every)
+        ttl = 3 * scan_interval(self.broker)
+        previous = self.backend.health_publish(payload, status=report.status, ttl_ms=ttl)
         events.emit("health_evaluated", score=report.score, status=report.status, previous_status=previous)
         if previous is not None and previous != report.status:
             reasons = "; ".join(p.detail for p in report.overall.penalties) or "nothing wrong"

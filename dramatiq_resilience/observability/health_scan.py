@@ -8,7 +8,10 @@ from dramatiq.broker import Broker
 
 from ..scheduling.scans import ScanContext, register_scan
 
-__all__ = ["register_health_scan"]
+__all__ = ["DEFAULT_SCAN_EVERY", "register_health_scan", "scan_interval"]
+
+#: Milliseconds between two runs of the ``health`` scan (``Scheduling(scan_every={"health": ms})``).
+DEFAULT_SCAN_EVERY = 15_000
 
 
 def _has_scorer(broker: Broker) -> bool:
@@ -33,12 +36,23 @@ def _health(context: ScanContext) -> dict[str, int]:
     }
 
 
-def register_health_scan(every: int) -> None:
-    """Register (or re-register with a new interval) the ``health`` scan."""
+def scan_interval(broker: Broker | None) -> int:
+    """The ``health`` scan's interval in milliseconds on ``broker`` (``Scheduling(scan_every=...)``)."""
+    from ..scheduling.scans import _scheduling
+
+    settings = _scheduling(broker) if broker is not None else None
+    return int(getattr(settings, "scan_every", {}).get("health", DEFAULT_SCAN_EVERY))
+
+
+def register_health_scan() -> None:
+    """Register the ``health`` scan (it runs where a ``HealthScorer`` is on the broker)."""
     register_scan(
         "health",
         _health,
-        every=every,
+        every=DEFAULT_SCAN_EVERY,
         applies=_has_scorer,
         description="score health, publish it (with queue depths) and announce status changes",
     )
+
+
+register_health_scan()
