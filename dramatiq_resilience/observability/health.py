@@ -29,7 +29,7 @@ from .outcomes import FAILED, REJECTED, RETRIED, SUCCESS, OutcomeTracker, expect
 __all__ = ["DEFAULT_CACHE_MS", "HealthScorer", "scorer_of"]
 
 #: Milliseconds a report is reused by scrapes of ``/metrics`` and ``/health``.
-DEFAULT_CACHE_MS = 2_000
+DEFAULT_CACHE_MS = 1_000
 
 
 def scorer_of(broker: Broker) -> HealthScorer | None:
@@ -57,7 +57,7 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
         thresholds, bands, ``window`` in ms).
       flush_ms: milliseconds between two flushes of this process's counts (default 5 000).
       bucket_ms: milliseconds of one bucket of counts (default 10 000).
-      cache_ms: milliseconds a report is reused by :meth:`report` (default 2 000).
+      cache_ms: milliseconds a report is reused by :meth:`report` (default 1 000).
     """
 
     scratch_owner = "health"
