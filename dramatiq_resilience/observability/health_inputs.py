@@ -38,15 +38,30 @@ DEFAULT_FLUSH_MS = 5_000
 FORGET_AFTER = 3_600_000
 
 
-def _breakers(backend: StateBackend) -> list[BreakerView]:
+def breakers_of_actors(broker: Any) -> dict[str, set[str]]:
+    """Breaker name -> the broker's actors that use it (as its ``CircuitBreaker`` resolves them)."""
+    from ..middleware.breaker import CircuitBreaker
+
+    middleware = next((m for m in broker.middleware if isinstance(m, CircuitBreaker)), None)
+    found: dict[str, set[str]] = {}
+    if middleware is None:
+        return found
+    for actor_name, actor in broker.actors.items():
+        value = actor.options.get("breaker", middleware.breaker)
+        if value is not False:
+            found.setdefault(actor_name if value is True else str(value), set()).add(actor_name)
+    return found
+
+
+def _breakers(backend: StateBackend, broker: Any) -> list[BreakerView]:
+    local = breakers_of_actors(broker) if broker is not None else {}
     views = []
     for status in Breakers(backend).list():
         state = status.state
         if state == "open" and status.retry_after_ms == 0:
             state = "half_open"  # the cooldown has passed: the next message probes it
-        views.append(
-            BreakerView(status.name, state, status.state, tuple(status.actors), status.retry_after_ms)
-        )
+        actors = tuple(sorted({*status.actors, *local.get(status.name, ())}))
+        views.append(BreakerView(status.name, state, status.state, actors, status.retry_after_ms))
     return views
 
 
@@ -86,7 +101,7 @@ def gather(
             and p.last_seen_ms >= counts.now_ms - 3 * int(p.info.get("flush_ms") or DEFAULT_FLUSH_MS)
         )
         try:
-            inputs.breakers = _breakers(backend)
+            inputs.breakers = _breakers(backend, broker)
         except BackendError as exc:
             inputs.errors.append(f"breakers: {exc}")
         if store is not None:
