@@ -22,6 +22,7 @@ from .sentry_events import (
     capture_transition,
     drop_attempt_events,
     message_context,
+    secret_values,
 )
 
 __all__ = ["SentryReporter"]
@@ -82,6 +83,7 @@ class SentryReporter(Middleware):
         self.broker: Broker | None = None
         self._listening: list[tuple[str, Any]] = []
         self._suppressing = False
+        self._local = threading.local()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -140,6 +142,32 @@ class SentryReporter(Middleware):
     def before_process_message(self, broker: Broker, message: Any) -> None:
         scratch(message, "sentry")["retries"] = message.options.get("retries", 0)
 
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        # sentry-sdk's Dramatiq integration (first in the list, so its after-hook runs later)
+        # closes its scope with the exception but no traceback, which erases the exception's
+        # traceback; keep it, and put it back before the message is rejected (before_nack),
+        # so that the dead-letter record and the report keep their frames.
+        if exception is not None and exception.__traceback__ is not None:
+            scratch(message, "sentry")["traceback"] = exception.__traceback__
+
+    def before_nack(self, broker: Broker, message: Any) -> None:
+        exception = getattr(message, "_exception", None)
+        kept = scratch(message, "sentry").pop("traceback", None)
+        if exception is not None and exception.__traceback__ is None and kept is not None:
+            exception.__traceback__ = kept
+        # DeadLetters announces the failure on this thread, with the redacted record only:
+        # keep the values redaction hides, to erase them from the whole event.
+        self._local.secrets = (message.message_id, self._secrets(broker, message))
+
+    def _secrets(self, broker: Broker, message: Any) -> set[str]:
+        keys = redaction_keys(broker, message.actor_name)
+        if not keys or not active():
+            return set()
+        actor = broker.actors.get(message.actor_name)
+        return secret_values((tuple(message.args), dict(message.kwargs)), keys, fn=getattr(actor, "fn", None))
+
     def _has_dead_letters(self, broker: Broker) -> bool:
         return any(type(m).__name__ == "DeadLetters" for m in broker.middleware)
 
@@ -148,7 +176,8 @@ class SentryReporter(Middleware):
             return  # DeadLetters announces the failure with its record (or that it could not store it)
         exception = getattr(message, "_exception", None)
         retries = scratch(message, "sentry").get("retries", message.options.get("retries", 0))
-        self._report(broker, message, exception, record=None, retries=retries, category=None)
+        self._report(broker, message, exception, record=None, retries=retries, category=None,
+                     secrets=self._secrets(broker, message))  # fmt: skip
 
     def _skip(self, broker: Broker, message: Any, exception: BaseException | None) -> bool:
         return not self.report_throws and expected(broker, message, exception)
@@ -160,8 +189,10 @@ class SentryReporter(Middleware):
         record = event["record"]
         message = _RecordMessage(record)
         exception = event.fields.get("exception")
+        found = getattr(self._local, "secrets", None)
+        secrets = found[1] if found is not None and found[0] == record.message_id else set()
         self._report(broker, message, exception, record=record, retries=record.attempts - 1,
-                     category=record.category)  # fmt: skip
+                     category=record.category, secrets=secrets)  # fmt: skip
 
     def _capture_failed(self, event: events.Event) -> None:
         # The store could not keep it: the failure is still final, report it without a record.
@@ -183,6 +214,7 @@ class SentryReporter(Middleware):
         retries: Any,
         category: str | None,
         extra: dict[str, Any] | None = None,
+        secrets: set[str] | None = None,
     ) -> None:
         if self._skip(broker, message, exception):
             return
@@ -222,6 +254,7 @@ class SentryReporter(Middleware):
                 tags=tags,
                 context=context,
                 redact_keys=keys,
+                secrets=secrets or (),
                 level=self.level,
             )
         except Exception:

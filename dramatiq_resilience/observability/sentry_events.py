@@ -48,10 +48,11 @@ _ALIASES = {
 
 
 def active() -> bool:
-    """Whether ``sentry_sdk`` is initialised with a DSN in this process."""
+    """Whether ``sentry_sdk`` is initialised with a DSN (something to send to) in this process."""
     import sentry_sdk
 
-    return bool(sentry_sdk.get_client().is_active())
+    client = sentry_sdk.get_client()
+    return bool(client.is_active() and getattr(client, "transport", None) is not None)
 
 
 def drop_attempt_events(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
@@ -66,8 +67,70 @@ def drop_attempt_events(event: dict[str, Any], hint: dict[str, Any]) -> dict[str
     return event
 
 
-def _scrub_frames(keys: Collection[str]) -> Any:
+#: Shorter secrets are not searched for in the event's text (they would match everywhere).
+MIN_SECRET_LENGTH = 4
+
+
+def secret_values(value: Any, keys: Collection[str], *, fn: Any = None) -> set[str]:
+    """The texts of the values that redaction hides in ``value`` (``(args, kwargs)`` or any mapping).
+
+    ``args`` are matched by parameter name through ``fn`` as for dead-letter
+    records.  Only texts of at least :data:`MIN_SECRET_LENGTH` characters are kept.
+    """
+    from ..dead_letters.redaction import redact_message
+
     wanted = {key.lower() for key in keys}
+    found: set[str] = set()
+
+    def leaves(item: Any) -> None:
+        if isinstance(item, Mapping):
+            for inner in item.values():
+                leaves(inner)
+        elif isinstance(item, (list, tuple, set)):
+            for inner in item:
+                leaves(inner)
+        elif item is not None and not isinstance(item, bool):
+            text = str(item)
+            if len(text) >= MIN_SECRET_LENGTH:
+                found.update((text, repr(item)))
+
+    def walk(item: Any) -> None:
+        if isinstance(item, Mapping):
+            for name, inner in item.items():
+                (leaves if isinstance(name, str) and name.lower() in wanted else walk)(inner)
+        elif isinstance(item, (list, tuple)):
+            for inner in item:
+                walk(inner)
+
+    if not wanted:
+        return found
+    args, kwargs = value if isinstance(value, tuple) else ((), value)
+    hidden = redact_message(args, kwargs, {}, keys, fn=fn)
+    for original, redacted in zip(args, hidden.args, strict=True):
+        if redacted == REDACTED and original != REDACTED:
+            leaves(original)
+        else:
+            walk(original)
+    walk(kwargs)
+    return found
+
+
+def _scrubber(keys: Collection[str], secrets: Collection[str]) -> Any:
+    """An event processor: frame variables named like ``keys`` hidden, and ``secrets`` erased everywhere."""
+    wanted = {key.lower() for key in keys}
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def erase(item: Any) -> Any:
+        if isinstance(item, str):
+            for secret in ordered:
+                if secret in item:
+                    item = item.replace(secret, REDACTED)
+            return item
+        if isinstance(item, dict):
+            return {name: erase(inner) for name, inner in item.items()}
+        if isinstance(item, list):
+            return [erase(inner) for inner in item]
+        return item
 
     def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
         for value in (event.get("exception") or {}).get("values") or ():
@@ -78,7 +141,7 @@ def _scrub_frames(keys: Collection[str]) -> Any:
                         name: REDACTED if name.lower() in wanted else redact(item, wanted)
                         for name, item in local.items()
                     }
-        return event
+        return erase(event) if ordered else event
 
     return processor
 
@@ -92,9 +155,15 @@ def capture_final_failure(
     tags: Mapping[str, Any],
     context: Mapping[str, Any],
     redact_keys: Collection[str],
+    secrets: Collection[str] = (),
     level: str = "error",
 ) -> str | None:
-    """Send one event for a message that failed for good; returns the event id."""
+    """Send one event for a message that failed for good; returns the event id.
+
+    ``redact_keys`` hide frame variables of those names; every text in
+    ``secrets`` (the values they hid in the message) is erased from the whole
+    event: exception messages, other frames' variables, breadcrumbs.
+    """
     import sentry_sdk
     from sentry_sdk.utils import event_from_exception
 
@@ -106,7 +175,7 @@ def capture_final_failure(
             scope.set_tag(name, "" if value is None else str(value))
         scope.fingerprint = ["dramatiq-resilience", actor_name, error_type]
         scope.set_context("dead_letter", dict(context))
-        scope.add_event_processor(_scrub_frames(redact_keys))
+        scope.add_event_processor(_scrubber(redact_keys, secrets))
         if exception is None:
             text = f"Message {message_id!r} of actor {actor_name!r} on queue {queue_name!r} failed for good."
             return sentry_sdk.capture_message(text, level=level)  # type: ignore[arg-type]
@@ -116,6 +185,11 @@ def capture_final_failure(
             mechanism={"type": MECHANISM, "handled": False},
         )
         event["level"] = level  # type: ignore[typeddict-item]
+        # sentry-sdk's Dramatiq integration captured this exception object at the last attempt
+        # (that event was dropped); its dedupe would now drop this one as a duplicate.
+        from sentry_sdk.integrations.dedupe import DedupeIntegration
+
+        DedupeIntegration.reset_last_seen()
         return sentry_sdk.capture_event(event, hint=hint)
 
 
@@ -136,14 +210,21 @@ def capture_transition(fields: Mapping[str, Any]) -> str | None:
     import sentry_sdk
 
     name, to_state, reason = fields.get("breaker"), fields.get("to_state"), fields.get("reason")
-    if to_state in ("open", "forced_open"):
+    if to_state == "open" and fields.get("from_state") == "half_open":
         level, what = "warning", "opened"
-        text = f"Circuit {name!r} opened ({reason}) for {fields.get('cooldown_ms')} ms"
-        if to_state == "open" and fields.get("from_state") != "half_open":
-            text += f" after {fields.get('failures')} failures in {fields.get('calls')} calls"
-    elif to_state in ("closed", "forced_closed"):
-        level, what = "info", "closed"
-        text = f"Circuit {name!r} closed ({reason})"
+        text = f"Circuit {name!r} reopened ({reason}) for {fields.get('cooldown_ms')} ms"
+    elif to_state == "open":
+        level, what = "warning", "opened"
+        text = (
+            f"Circuit {name!r} opened ({reason}) for {fields.get('cooldown_ms')} ms after "
+            f"{fields.get('failures')} failures in {fields.get('calls')} calls"
+        )
+    elif to_state == "forced_open":
+        level, what, text = "warning", "opened", f"Circuit {name!r} was forced open"
+    elif to_state == "closed":
+        level, what, text = "info", "closed", f"Circuit {name!r} closed ({reason})"
+    elif to_state == "forced_closed":
+        level, what, text = "info", "closed", f"Circuit {name!r} was forced closed"
     else:
         return None
     with sentry_sdk.new_scope() as scope:
