@@ -48,6 +48,9 @@ stack = dr.install(
     # gateway.  A short cooldown keeps the demo quick; production would keep
     # the 30 s default.
     breaker={"breakers": {"payments-gateway": {"cooldown": 1_000, "cooldown_max": 8_000}}},
+    # Each worker process sends its outcome counts for the health score every second
+    # (5 s by default); a demo scene prints the score at the end.
+    health={"flush_ms": 1_000},
 )
 dramatiq.set_broker(broker)
 

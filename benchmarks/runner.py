@@ -29,6 +29,7 @@ ROW_MODULES = [
     "benchmarks.limiter",
     "benchmarks.dead_letters",
     "benchmarks.scheduling",
+    "benchmarks.metrics",
 ]
 
 RowFunction = Callable[["Context"], dict[str, Any]]

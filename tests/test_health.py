@@ -64,7 +64,7 @@ def test_the_default_formula() -> None:
     assert points(report) == {
         "breaker_open:gw": 30.0,
         "breaker_half_open:mail": 15.0,
-        "failure_rate": 18.4,  # 9 failures in 49 attempts
+        "failure_rate:payments": 25.0,  # the worst queue's rate
         "dead_letters": 20.0,
         "queue_depth:payments": 5.0,
         "queue_depth:mail": 20.0,

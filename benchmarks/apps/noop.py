@@ -21,7 +21,7 @@ ACTOR_OPTIONS: dict[str, Any] = {}
 
 #: The pieces each row installs (besides the guard, which every stack has).
 #: Each row measures its own piece, so the others are switched off.
-PIECES = ("breaker", "dedup", "limiter", "dead_letters", "scheduling")
+PIECES = ("breaker", "dedup", "limiter", "dead_letters", "scheduling", "metrics", "health", "sentry")
 STACKS = {
     "guard": (),
     "breaker": ("breaker",),
@@ -30,6 +30,7 @@ STACKS = {
     "limiter": ("limiter",),
     "dead_letters": ("dead_letters",),
     "scheduling": ("scheduling",),
+    "metrics": ("metrics", "health"),
     "full_stack": PIECES,
 }
 

@@ -7,14 +7,18 @@ what                        points lost (defaults)                            sc
 ==========================  ================================================  ===========
 an open breaker             ``open_breaker`` (30) each                        all
 a half-open breaker         ``half_open_breaker`` (15) each                   all
-failure rate above 10 %     ``min(30, rate x 100)``, with >= 10 attempts      all
+failure rate above 10 %     ``min(30, rate x 100)``, with >= 10 attempts      all (*)
 new dead letters            ``min(20, count)``, in the window                 all
 a queue past its threshold  ``min(20, (depth - threshold) / 10)`` each        queue, all
 no live worker process      ``no_workers`` (50)                               overall
 backend unreachable         ``backend_unavailable`` (60)                      overall
 ==========================  ================================================  ===========
 
-A breaker counts for the actors that name it, their queues, and overall.
+(*) Overall, the failure rate is the worst queue's (among queues with enough
+attempts): a busy healthy queue does not hide a failing one.  A failed attempt
+with an exception in the actor's ``throws`` is an attempt, not a failure (as
+for the breaker).  A breaker counts for the actors that name it, their
+queues, and overall.
 An open breaker whose cooldown has passed counts as half-open (the next
 message probes it).  Bands: >= 80 healthy, >= 50 degraded, else unhealthy.
 The queue-depth penalty grows with the excess over the threshold (DESIGN

@@ -155,8 +155,25 @@ def _tally(counts: Iterable[dict[str, int]]) -> tuple[int, int, int]:
     return attempts, failures, dead
 
 
+def _failure_rate(
+    policy: HealthPolicy, attempts: int, failures: int, where: str = "", subject: str = ""
+) -> list[Penalty]:
+    rate = failures / attempts if attempts else 0.0
+    if attempts < policy.min_attempts or rate <= policy.failure_rate_threshold:
+        return []
+    points = min(policy.failure_rate_max, rate * policy.failure_rate_points)
+    detail = f"failure rate {rate:.0%}{where} ({failures} of {attempts} attempts)"
+    return [Penalty("failure_rate", float(round(points, 1)), detail, subject)]
+
+
 def _common(
-    policy: HealthPolicy, breakers: Iterable[BreakerView], attempts: int, failures: int, dead: int
+    policy: HealthPolicy,
+    breakers: Iterable[BreakerView],
+    attempts: int,
+    failures: int,
+    dead: int,
+    *,
+    rates: list[Penalty] | None = None,
 ) -> list[Penalty]:
     penalties = []
     for breaker in breakers:
@@ -166,11 +183,7 @@ def _common(
             kind = "breaker_half_open" if breaker.state == "half_open" else "breaker_open"
             points = float(getattr(policy, weight))
             penalties.append(Penalty(kind, points, f"breaker {breaker.name!r} {state}", breaker.name))
-    rate = failures / attempts if attempts else 0.0
-    if attempts >= policy.min_attempts and rate > policy.failure_rate_threshold:
-        points = min(policy.failure_rate_max, rate * policy.failure_rate_points)
-        detail = f"failure rate {rate:.0%} ({failures} of {attempts} attempts)"
-        penalties.append(Penalty("failure_rate", float(round(points, 1)), detail))
+    penalties += _failure_rate(policy, attempts, failures) if rates is None else rates
     if dead:
         points = min(policy.dead_letters_max, dead * policy.dead_letter_points)
         penalties.append(Penalty("dead_letters", float(round(points, 1)), f"{dead} new dead letter(s)"))
@@ -235,7 +248,16 @@ def score(inputs: HealthInputs, policy: HealthPolicy) -> HealthReport:
     attempts, failures, dead = _tally(inputs.counts.values())
     if inputs.dead_letters is not None:  # the store knows every dead letter, imported ones too
         dead = int(inputs.dead_letters.get("recent", dead))
-    penalties = _common(policy, inputs.breakers, attempts, failures, dead)
+    # Overall, the worst queue's failure rate counts: a busy healthy queue must not hide a failing one.
+    worst = max(
+        (
+            _failure_rate(policy, q.attempts, q.failures, f" on queue {q.name!r}", q.name)
+            for q in queue_scores.values()
+        ),
+        key=lambda found: found[0].points if found else 0.0,
+        default=[],
+    )
+    penalties = _common(policy, inputs.breakers, attempts, failures, dead, rates=worst)
     for queue_name in queues:
         penalties += _depth_penalty(policy, queue_name, inputs.depths.get(queue_name))
     if inputs.processes and inputs.alive == 0:
