@@ -147,7 +147,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         PREFIX + "dead_letters_requeued",
         "counter",
-        "Dead letters requeued, by reason (manual, policy:<name>).",
+        "Dead letters requeued, by reason (manual, policy:NAME).",
         (*QA, "reason"),
     ),
     MetricSpec(
@@ -187,7 +187,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         PREFIX + "health_failure_rate",
         "gauge",
-        "Failed attempts / attempts over the health window, cluster-wide.",
+        "Failed attempts / attempts in the health window, cluster-wide (throws failures: attempts only).",
         ("scope", *QA),
         source="cluster",
     ),
