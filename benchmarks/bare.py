@@ -35,6 +35,26 @@ def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
+def versus_guard(
+    context: Context, result: dict[str, Any], *, min_ratio: float, max_extra_round_trips: float
+) -> dict[str, Any]:
+    """Add the ratio and the extra round trips against the guard-only row, and a verdict."""
+    guard = context.results.get("guard")
+    if guard is None:
+        result["verdict"] = "no guard row to compare with (run it too)"
+        return result
+    ratio = result["msgs_per_s"] / guard["msgs_per_s"]
+    extra = result["redis_commands_per_msg"] - guard["redis_commands_per_msg"]
+    result["ratio_vs_guard"] = round(ratio, 3)
+    result["extra_round_trips_per_msg"] = round(extra, 3)
+    ok = ratio >= min_ratio and extra <= max_extra_round_trips
+    result["verdict"] = (
+        f"{'pass' if ok else 'FAIL'}: {ratio:.2f}x the guard's throughput (target >= {min_ratio}), "
+        f"{extra:+.3f} round trips per message (target <= {max_extra_round_trips})"
+    )
+    return result
+
+
 @row("bare")
 def bare(context: Context) -> dict[str, Any]:
     """RedisBroker through the dramatiq CLI (2 processes x 8 threads), and StubBroker in-process."""

@@ -17,6 +17,7 @@ from sentry_sdk.transport import Transport
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.observability.sentry_events import active, monitor_config, monitor_slug
+from tests.test_metrics import run
 
 
 class Capture(Transport):
@@ -63,16 +64,6 @@ def broker(sentry: Capture, stub_backend: dr.StubBackend) -> Iterator[StubBroker
     )
     yield broker
     broker.close()
-
-
-def run(broker: StubBroker) -> None:
-    worker = Worker(broker, worker_timeout=50, worker_threads=2)
-    worker.start()
-    try:
-        broker.join("default", fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
 
 
 def test_one_event_per_final_failure(broker: StubBroker, sentry: Capture) -> None:
