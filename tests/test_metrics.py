@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from dramatiq.middleware import Middleware, Retries
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.observability.listeners import BACKPRESSURE_EVENTS, EVENT_METRICS
+from dramatiq_resilience.observability.listeners import _counters as counting
 from dramatiq_resilience.observability.metrics import METRICS, metric, sample_names
 from dramatiq_resilience.observability.sinks import FileSink, MemorySink
 
@@ -179,7 +182,7 @@ def test_listeners_stop_with_the_worker(stub_broker: StubBroker, stack: Any) -> 
     worker.stop()
     dr.emit("dedup_refused", queue_name="q", actor_name="a")
     assert value(stack.metrics.registry, "dramatiq_resilience_dedup_hits_total", kind="refused") == 1
-    assert not dr.events.listening("dedup_refused")
+    assert stack.metrics not in counting
 
 
 def test_a_producer_counts_its_enqueue_decisions(stub_broker: StubBroker, stack: Any) -> None:
@@ -200,13 +203,20 @@ def test_nothing_is_created_until_used(tmp_path: Path) -> None:
     """Building Metrics subscribes nothing and writes nothing; outside dramatiq it counts in memory."""
     metrics = dr.Metrics()
     assert metrics.started_registry is None
-    assert not dr.events.listening("dead_letter_captured")
+    assert metrics not in counting
     assert metrics.multiprocess_directory() is None
     assert isinstance(metrics.sink, MemorySink)
+    assert metrics in counting
     assert dr.events.listening("dead_letter_captured")
     metrics.stop()
-    assert not dr.events.listening("dead_letter_captured")
+    assert metrics not in counting
     assert isinstance(dr.Metrics(directory=str(tmp_path)).sink, FileSink)
+    producer = dr.Metrics()
+    producer.start()  # never stopped, as in a web app that only sends: it goes with its broker
+    gone = weakref.ref(producer)
+    del producer
+    gc.collect()
+    assert gone() is None
 
 
 @pytest.fixture

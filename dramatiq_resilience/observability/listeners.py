@@ -11,13 +11,16 @@ to (``events.listening()``), and a ``"*"`` listener would make them build all.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from .. import events
 from .metrics import metric
 from .sinks import Sink
 
-__all__ = ["BACKPRESSURE_EVENTS", "EVENT_METRICS", "Counting"]
+__all__ = ["BACKPRESSURE_EVENTS", "EVENT_METRICS", "Counting", "start_counting", "stop_counting"]
 
 Counting = Callable[[Sink, Mapping[str, Any]], None]
 
@@ -186,3 +189,39 @@ EVENT_METRICS: dict[str, Counting] = {
     "backend_error": _backend_error,
     **{name: _backpressure(name) for name in BACKPRESSURE_EVENTS},
 }
+
+
+class EventCounter(Protocol):
+    def count_event(self, event: events.Event) -> None: ...
+
+
+# One listener per counted event, forwarding to the counters that run now.  They are held
+# weakly: a counter that is never stopped (a producer's) does not outlive its broker.
+_counters: weakref.WeakSet[Any] = weakref.WeakSet()
+_subscribed: list[str] = []
+_lock = threading.Lock()
+
+
+def _dispatch(event: events.Event) -> None:
+    for counter in list(_counters):
+        counter.count_event(event)
+
+
+def start_counting(counter: EventCounter) -> None:
+    """Have ``counter.count_event(event)`` called for every event of :data:`EVENT_METRICS`."""
+    with _lock:
+        _counters.add(counter)
+        for name in EVENT_METRICS:
+            if name not in _subscribed:
+                events.subscribe(name, _dispatch)
+                _subscribed.append(name)
+
+
+def stop_counting(counter: EventCounter) -> None:
+    """Stop calling ``counter``; with no counter left, unsubscribe (events are built for nobody)."""
+    with _lock:
+        _counters.discard(counter)
+        if not _counters:
+            for name in _subscribed:
+                events.unsubscribe(name, _dispatch)
+            _subscribed.clear()

@@ -10,7 +10,7 @@ from dramatiq.broker import Broker
 from dramatiq.logging import get_logger
 
 from .. import events
-from .listeners import EVENT_METRICS
+from .listeners import EVENT_METRICS, start_counting, stop_counting
 from .metrics import metric
 from .outcomes import OutcomeTracker
 from .runs import current_run, in_dramatiq_worker, prepare_run
@@ -86,7 +86,7 @@ class Metrics(OutcomeTracker):
         self.port = int(port)
         self._lock = threading.Lock()
         self._sink: Sink | None = None
-        self._listening: dict[str, Any] = {}
+        self._counting = False
 
     # -- where counts go ---------------------------------------------------------------
 
@@ -126,15 +126,11 @@ class Metrics(OutcomeTracker):
         """Decide where counts go and subscribe to events (idempotent; hooks call it)."""
         with self._lock:
             sink = self._sink
-            if sink is not None and self._listening:
-                return sink
             if sink is None:
                 sink = self._sink = self._new_sink()
-            for name, counting in EVENT_METRICS.items():
-                listener = self._listener(sink, counting)
-                self._listening[name] = listener
-                events.subscribe(name, listener)
-            self.listen_for_deferrals()
+            if not self._counting:
+                start_counting(self)
+                self._counting = True
             return sink
 
     def _new_sink(self) -> Sink:
@@ -147,20 +143,22 @@ class Metrics(OutcomeTracker):
         self.logger.debug("Counting metrics in %r.", directory)
         return FileSink(directory)
 
-    @staticmethod
-    def _listener(sink: Sink, counting: Any) -> Any:
-        def listener(event: events.Event) -> None:
-            counting(sink, event.fields)
-
-        return listener
+    def count_event(self, event: events.Event) -> None:
+        """Count one resilience event (see :data:`~.listeners.EVENT_METRICS`)."""
+        sink = self._sink
+        counting = EVENT_METRICS.get(event.name)
+        if sink is None or counting is None:
+            return
+        counting(sink, event.fields)
+        if event.name == "message_deferred":
+            self.note_deferral(event)
 
     def stop(self) -> None:
         """Unsubscribe and release this process's files (the in-process registry keeps its counts)."""
         with self._lock:
-            for name, listener in self._listening.items():
-                events.unsubscribe(name, listener)
-            self._listening.clear()
-            self.stop_listening_for_deferrals()
+            if self._counting:
+                stop_counting(self)
+                self._counting = False
             if isinstance(self._sink, FileSink):
                 self._sink.close()
                 self._sink = None

@@ -74,7 +74,6 @@ class OutcomeTracker(Middleware):
 
     def __init__(self) -> None:
         self._deferred = threading.local()
-        self._deferral_listener_on = False
 
     # -- to implement --------------------------------------------------------------
 
@@ -92,18 +91,12 @@ class OutcomeTracker(Middleware):
 
     # -- deferrals: the only skip that tells its reason through an event -----------------
 
-    def listen_for_deferrals(self) -> None:
-        if not self._deferral_listener_on:
-            events.subscribe("message_deferred", self._on_deferred)
-            self._deferral_listener_on = True
+    def note_deferral(self, event: events.Event) -> None:
+        """Call with each ``message_deferred`` event, to tell deferrals from other skips.
 
-    def stop_listening_for_deferrals(self) -> None:
-        if self._deferral_listener_on:
-            events.unsubscribe("message_deferred", self._on_deferred)
-            self._deferral_listener_on = False
-
-    def _on_deferred(self, event: events.Event) -> None:
-        # Emitted on the worker thread inside before_process_message, just before the skip.
+        It is emitted on the worker thread inside ``before_process_message``,
+        just before the skip.  Without it, a deferral counts as ``skipped``.
+        """
         self._deferred.message_id = event.fields.get("message_id")
 
     # -- hooks ------------------------------------------------------------------------------
