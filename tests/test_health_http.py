@@ -152,3 +152,20 @@ def test_health_without_backend_is_unhealthy(capsys: pytest.CaptureFixture[str])
     assert code == 2
     assert out.startswith("HEALTH unhealthy 40")
     assert "could not read state backend: Redis is unavailable" in out
+
+
+def test_health_watch_evaluates_until_interrupted(
+    redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--watch prints a report per interval; interrupted, it exits with the last report's code."""
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", nap)
+    code = main(["health", "--redis", redis_url, "--namespace", namespace, "--watch", "0.5"])
+    assert (code, naps) == (0, [0.5, 0.5])
+    assert capsys.readouterr().out.count("HEALTH healthy 100") == 2

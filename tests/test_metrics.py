@@ -296,3 +296,27 @@ def test_in_process_exposition(stub_broker: StubBroker, stack: Any) -> None:
         in text
     )
     stack.metrics.stop()
+
+
+def test_run_directories_are_per_command_and_stale_ones_go(tmp_path: Path) -> None:
+    """A run is named by its main process (pid and start time); runs of dead processes are deleted."""
+    from dramatiq_resilience.observability import runs
+
+    base = str(tmp_path / "base")
+    live = runs.run_of(os.getpid(), base)
+    assert live is not None and live.alive
+    assert live.directory == os.path.join(base, f"run-{os.getpid()}-{runs.process_start_time(os.getpid())}")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # a process that is gone
+    stale = os.path.join(base, f"run-{pid}-12345")
+    reused = os.path.join(base, f"run-{os.getpid()}-1")  # this pid, but an earlier process's
+    for path in (stale, reused):
+        os.makedirs(path)
+        Path(path, "counter_resilience-1.db").write_bytes(b"")
+    runs.prepare_run(live)
+    assert [run.directory for run in runs.find_runs(base)] == [live.directory]
+    assert not os.path.exists(stale) and not os.path.exists(reused)
+    assert oct(os.stat(live.directory).st_mode & 0o777) == "0o700"  # private to this user
+    assert runs.current_run(base) is None  # pytest is no dramatiq worker

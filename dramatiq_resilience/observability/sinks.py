@@ -144,6 +144,7 @@ class FileSink(Sink):
         self._files: dict[str, Any] = {}
         self._values: dict[tuple[str, str], float] = {}
         self._keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self._buckets: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
     def _prefix(self, spec: MetricSpec) -> str:
         return f"gauge_{spec.mode or 'all'}" if spec.kind == "gauge" else spec.kind
@@ -189,9 +190,14 @@ class FileSink(Sink):
             self._add(self._prefix(spec), key, amount)
 
     def _bucket_keys(self, spec: MetricSpec, labels: Sequence[str]) -> list[str]:
-        names = (*spec.labels, "le")
-        bounds = (*spec.buckets, float("inf"))
-        return [self._key(spec, spec.name + "_bucket", names, (*labels, _go_float(b))) for b in bounds]
+        cache = (spec.name, tuple(labels))
+        keys = self._buckets.get(cache)
+        if keys is None:
+            names = (*spec.labels, "le")
+            bounds = (*spec.buckets, float("inf"))
+            keys = [_mmap_key(spec, spec.name + "_bucket", names, (*labels, _go_float(b))) for b in bounds]
+            self._buckets[cache] = keys
+        return keys
 
     def observe(self, spec: MetricSpec, labels: Sequence[str], value: float) -> None:
         # prometheus_client stores each bucket's own count (the collector accumulates them),
