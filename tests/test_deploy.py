@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.observability.collectors import ClusterCollector
-from dramatiq_resilience.observability.health_report import BreakerView, HealthInputs, QueueDepth, score
+from dramatiq_resilience.observability.health_report import BreakerView, HealthInputs, QueueDepth
+from dramatiq_resilience.observability.health_score import score
 from dramatiq_resilience.observability.metrics import METRICS
 from dramatiq_resilience.observability.sinks import MemorySink
 

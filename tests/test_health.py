@@ -11,7 +11,8 @@ from dramatiq.brokers.stub import StubBroker
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.backends.health import ProcessSeen
-from dramatiq_resilience.observability.health_report import BreakerView, HealthInputs, QueueDepth, score
+from dramatiq_resilience.observability.health_report import BreakerView, HealthInputs, QueueDepth
+from dramatiq_resilience.observability.health_score import score
 from dramatiq_resilience.scheduling import run_scan
 
 NOW = 1_767_225_600_000

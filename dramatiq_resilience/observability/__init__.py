@@ -5,10 +5,12 @@
 * :mod:`.sinks`, :mod:`.runs`: in-process counts, or per-process files in a per-run directory.
 * :mod:`.outcomes`: how a delivery ended (once per delivery).
 * :mod:`.listeners`: resilience events turned into metrics.
-* :mod:`.health_policy`, :mod:`.health_report`, :mod:`.health_inputs`, :mod:`.health`:
-  the formula, the report, its inputs, and the ``HealthScorer`` middleware.
+* :mod:`.health_policy`, :mod:`.health_score`, :mod:`.health_report`, :mod:`.health_inputs`,
+  :mod:`.health_scan`, :mod:`.health`: the formula's settings, the formula, the report, its
+  inputs, the scan, and the ``HealthScorer`` middleware.
 * :mod:`.collectors`, :mod:`.http`, :mod:`.fork`: what ``/metrics`` serves and the endpoint.
-* :mod:`.sentry`, :mod:`.sentry_events`: ``SentryReporter``.
+* :mod:`.sentry`, :mod:`.sentry_context`, :mod:`.sentry_events`: ``SentryReporter``, what it
+  says of a failure, and what it sends.
 
 Nothing here imports prometheus_client or sentry_sdk until it is used.
 """

@@ -22,8 +22,9 @@ from ..middleware.base import ResilienceMiddleware
 from ..options import milliseconds
 from .health_inputs import DEFAULT_BUCKET, DEFAULT_FLUSH_MS, FORGET_AFTER, gather
 from .health_policy import HealthPolicy
-from .health_report import HealthReport, score
+from .health_report import HealthReport
 from .health_scan import register_health_scan  # noqa: F401 - registers the health scan
+from .health_score import score
 from .outcomes import FAILED, REJECTED, RETRIED, SUCCESS, OutcomeTracker, expected
 
 __all__ = ["DEFAULT_CACHE_MS", "HealthScorer", "scorer_of"]

@@ -11,18 +11,16 @@ from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
 from .. import events
-from ..dead_letters.redaction import redact_message, redaction_keys
-from ..errors import BackendError
+from ..dead_letters.redaction import redaction_keys
 from ..middleware.base import scratch
 from .outcomes import expected
+from .sentry_context import EventMessage, RecordMessage, failure_context, failure_tags, secret_values
 from .sentry_events import (
     active,
     capture_cron_checkin,
     capture_final_failure,
     capture_transition,
     drop_attempt_events,
-    message_context,
-    secret_values,
 )
 
 __all__ = ["SentryReporter"]
@@ -187,7 +185,7 @@ class SentryReporter(Middleware):
         if broker is None or not active():
             return
         record = event["record"]
-        message = _RecordMessage(record)
+        message = RecordMessage(record)
         exception = event.fields.get("exception")
         found = getattr(self._local, "secrets", None)
         secrets = found[1] if found is not None and found[0] == record.message_id else set()
@@ -200,7 +198,7 @@ class SentryReporter(Middleware):
         if broker is None or not active():
             return
         fields = event.fields
-        message = _EventMessage(fields)
+        message = EventMessage(fields)
         self._report(broker, message, None, record=None, retries=None, category=None,
                      extra={"capture_failed": fields.get("reason")})  # fmt: skip
 
@@ -219,63 +217,20 @@ class SentryReporter(Middleware):
         if self._skip(broker, message, exception):
             return
         keys = redaction_keys(broker, message.actor_name)
-        if record is not None:
-            args, kwargs, options = record.args, record.kwargs, record.options
-        else:
-            actor = broker.actors.get(message.actor_name)
-            hidden = redact_message(message.args, message.kwargs, message.options, keys,
-                                    fn=getattr(actor, "fn", None))  # fmt: skip
-            args, kwargs, options = hidden.args, hidden.kwargs, hidden.options
-        context = {**message_context(message, args=args, kwargs=kwargs, options=options), **(extra or {})}
-        if record is not None:
-            context.update(
-                record_id=record.record_id,
-                category=record.category,
-                attempts=record.attempts,
-                first_failure_at=record.first_failure_at,
-                last_failure_at=record.last_failure_at,
-                redrives=record.redrive_count,
-                redacted=list(record.redacted),
-            )
-        tags = {
-            "actor": message.actor_name,
-            "queue": q_name(message.queue_name),
-            "retries": retries,
-            "dead_letter_id": record.record_id if record is not None else "",
-            "category": category or "",
-            "breaker_state": self._breaker_state(broker, message),
-        }
         try:
             capture_final_failure(
                 actor_name=message.actor_name,
                 queue_name=q_name(message.queue_name),
                 message_id=message.message_id,
                 exception=exception,
-                tags=tags,
-                context=context,
+                tags=failure_tags(broker, message, record=record, retries=retries, category=category),
+                context=failure_context(broker, message, record=record, keys=keys, extra=extra),
                 redact_keys=keys,
                 secrets=secrets or (),
                 level=self.level,
             )
         except Exception:
             self.logger.exception("Could not report the failure of message %r to Sentry.", message.message_id)
-
-    def _breaker_state(self, broker: Broker, message: Any) -> str:
-        from ..breakers import BreakerSettings
-        from ..middleware.breaker import CircuitBreaker
-
-        breaker = next((m for m in broker.middleware if isinstance(m, CircuitBreaker)), None)
-        actor = broker.actors.get(message.actor_name)
-        if breaker is None or actor is None:
-            return "none"
-        value = message.options.get("breaker", actor.options.get("breaker", breaker.breaker))
-        if value is False:
-            return "none"
-        name = message.actor_name if value is True else str(value)
-        try:
-            return str(breaker.backend.breaker_status(name, settings=BreakerSettings()).state)
-        except BackendError:
-            return "unknown"
 
     # -- transitions and cron --------------------------------------------------------------------
 
@@ -291,27 +246,3 @@ class SentryReporter(Middleware):
 
         job = jobs(self.broker).get(job_name) if self.broker is not None else None
         capture_cron_checkin(job_name, str(event.fields.get("status")), event.fields.get("duration_ms"), job)
-
-
-class _RecordMessage:
-    """The message of a dead-letter record, shaped like a Dramatiq message (redacted already)."""
-
-    def __init__(self, record: Any) -> None:
-        self.message_id = record.message_id
-        self.queue_name = record.queue_name
-        self.actor_name = record.actor_name
-        self.args = record.args
-        self.kwargs = record.kwargs
-        self.options = record.options
-
-
-class _EventMessage:
-    """What a ``dead_letter_capture_failed`` event says of its message."""
-
-    def __init__(self, fields: Any) -> None:
-        self.message_id = fields.get("message_id")
-        self.queue_name = fields.get("queue_name") or ""
-        self.actor_name = fields.get("actor_name") or ""
-        self.args: tuple[Any, ...] = ()
-        self.kwargs: dict[str, Any] = {}
-        self.options: dict[str, Any] = {}

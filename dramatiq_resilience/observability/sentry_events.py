@@ -27,6 +27,7 @@ __all__ = [
     "capture_final_failure",
     "capture_transition",
     "drop_attempt_events",
+    "monitor_config",
     "monitor_slug",
 ]
 
@@ -65,54 +66,6 @@ def drop_attempt_events(event: dict[str, Any], hint: dict[str, Any]) -> dict[str
     if logger.startswith("dramatiq.worker") and message.startswith("Failed to process message"):
         return None
     return event
-
-
-#: Shorter secrets are not searched for in the event's text (they would match everywhere).
-MIN_SECRET_LENGTH = 4
-
-
-def secret_values(value: Any, keys: Collection[str], *, fn: Any = None) -> set[str]:
-    """The texts of the values that redaction hides in ``value`` (``(args, kwargs)`` or any mapping).
-
-    ``args`` are matched by parameter name through ``fn`` as for dead-letter
-    records.  Only texts of at least :data:`MIN_SECRET_LENGTH` characters are kept.
-    """
-    from ..dead_letters.redaction import redact_message
-
-    wanted = {key.lower() for key in keys}
-    found: set[str] = set()
-
-    def leaves(item: Any) -> None:
-        if isinstance(item, Mapping):
-            for inner in item.values():
-                leaves(inner)
-        elif isinstance(item, (list, tuple, set)):
-            for inner in item:
-                leaves(inner)
-        elif item is not None and not isinstance(item, bool):
-            text = str(item)
-            if len(text) >= MIN_SECRET_LENGTH:
-                found.update((text, repr(item)))
-
-    def walk(item: Any) -> None:
-        if isinstance(item, Mapping):
-            for name, inner in item.items():
-                (leaves if isinstance(name, str) and name.lower() in wanted else walk)(inner)
-        elif isinstance(item, (list, tuple)):
-            for inner in item:
-                walk(inner)
-
-    if not wanted:
-        return found
-    args, kwargs = value if isinstance(value, tuple) else ((), value)
-    hidden = redact_message(args, kwargs, {}, keys, fn=fn)
-    for original, redacted in zip(args, hidden.args, strict=True):
-        if redacted == REDACTED and original != REDACTED:
-            leaves(original)
-        else:
-            walk(original)
-    walk(kwargs)
-    return found
 
 
 def _scrubber(keys: Collection[str], secrets: Collection[str]) -> Any:
@@ -191,18 +144,6 @@ def capture_final_failure(
 
         DedupeIntegration.reset_last_seen()
         return sentry_sdk.capture_event(event, hint=hint)
-
-
-def message_context(message: Any, *, args: Any, kwargs: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The message part of an event's context (``args``, ``kwargs``, ``options`` already redacted)."""
-    return {
-        "message_id": message.message_id,
-        "queue_name": message.queue_name,
-        "actor_name": message.actor_name,
-        "args": list(args),
-        "kwargs": dict(kwargs),
-        "options": {k: v for k, v in options.items() if k not in _SKIPPED_OPTIONS},
-    }
 
 
 def capture_transition(fields: Mapping[str, Any]) -> str | None:
