@@ -40,6 +40,9 @@ if STACK != "bare":
     if STACK not in STACKS:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}; known: bare, {', '.join(STACKS)}")
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
+    if STACK == "metrics":
+        # The health scorer's flushes, on connections named for the MONITOR count.
+        backend = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name="dramatiq-resilience-health")
     if STACK == "breaker":
         from dramatiq.middleware import Retries
 

@@ -50,7 +50,8 @@ class HealthScorer(OutcomeTracker, ResilienceMiddleware):
     {"health": ms})``), publishes the report (queue depths included, for readers without a broker) and emits
     ``health_evaluated``, and ``health_changed`` when the overall status changes.
 
-    Position: first in the list, with ``Metrics`` (``install()`` puts it there).
+    Position: with ``Metrics``, before every middleware whose before-hook may
+    raise (``install()`` puts it there).
 
     Parameters:
       backend: the state backend.

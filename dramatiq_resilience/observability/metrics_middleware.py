@@ -51,8 +51,10 @@ class Metrics(OutcomeTracker):
     thread.  Cluster-wide gauges (breaker states, queue depths, health) are
     read when ``/metrics`` is scraped, not counted here.
 
-    Position: first in the middleware list (``install()`` puts it there), so
-    that its before-hook sees every delivery.
+    Position: before every middleware whose before-hook may raise (``install()``
+    puts it right after ``RetryGuard`` and ``Scheduling``, which never raise), so
+    that its before-hook sees every delivery.  By hand:
+    ``broker.middleware.insert(0, dr.Metrics())`` before actors are declared.
 
     Parameters:
       directory: the multiprocess directory to write to (default: the run's

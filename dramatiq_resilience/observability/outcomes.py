@@ -22,8 +22,9 @@ queue, are not deliveries (Dramatiq's own Prometheus middleware counts a retry
 at every enqueue carrying ``retries``, under both names).
 
 :class:`OutcomeTracker` is the base of the middlewares that need outcomes
-(``Metrics``, ``HealthScorer``).  Put it first in the middleware list
-(``install()`` does): its before-hook must run for every delivery.
+(``Metrics``, ``HealthScorer``).  Put it before every middleware whose
+before-hook may raise (``install()`` does): its before-hook must run for every
+delivery.
 """
 
 from __future__ import annotations
