@@ -6,7 +6,7 @@ endpoint in a fork of the ``dramatiq`` main process).
 Each actor ends each message in a known way:
 
 =================  ===================================================================
-``ok``             succeeds
+``ok``             succeeds (after 100 ms)
 ``flaky``          fails its first attempt, then succeeds (one retry)
 ``doomed``         always fails; ``max_retries=2``: two retries, then failed for good
 ``declined``       raises an exception in its ``throws``: failed for good at once
@@ -20,6 +20,7 @@ Messages sent with ``max_age=1`` are rejected by ``AgeLimit`` (expired).
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import dramatiq
@@ -62,7 +63,8 @@ RETRIES = {"min_backoff": 10, "max_backoff": 20}
 
 @dramatiq.actor(max_retries=0)
 def ok(n: int) -> None:
-    """Succeed."""
+    """Succeed, slowly: a process holds at most 2 x threads messages, so both processes get some."""
+    time.sleep(0.1)
 
 
 @dramatiq.actor(max_retries=3, **RETRIES)
