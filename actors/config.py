@@ -56,6 +56,9 @@ stack = dr.install(
         "max_wait": 100,
         "cache_ms": 0,
     },
+    # Each worker process sends its outcome counts for the health score every second
+    # (5 s by default); a demo scene prints the score at the end.
+    health={"flush_ms": 1_000},
 )
 dramatiq.set_broker(broker)
 

@@ -35,6 +35,36 @@ def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
+def versus_guard(
+    context: Context,
+    result: dict[str, Any],
+    *,
+    min_ratio: float,
+    max_extra_round_trips: float,
+    round_trips: tuple[str, float] | None = None,
+) -> dict[str, Any]:
+    """Add the ratio and the extra round trips against the guard-only row, and a verdict.
+
+    ``round_trips`` (what, per message) judges a piece's own round trips instead of the
+    difference with the guard's (which the broker's fetch polling makes noisy).
+    """
+    guard = context.results.get("guard")
+    if guard is None:
+        result["verdict"] = "no guard row to compare with (run it too)"
+        return result
+    ratio = result["msgs_per_s"] / guard["msgs_per_s"]
+    extra = result["redis_commands_per_msg"] - guard["redis_commands_per_msg"]
+    result["ratio_vs_guard"] = round(ratio, 3)
+    result["extra_round_trips_per_msg"] = round(extra, 3)
+    what, judged = round_trips or ("round trips per message", extra)
+    ok = ratio >= min_ratio and judged <= max_extra_round_trips
+    result["verdict"] = (
+        f"{'pass' if ok else 'FAIL'}: {ratio:.2f}x the guard's throughput (target >= {min_ratio}), "
+        f"{judged:+.3f} {what} (target <= {max_extra_round_trips})"
+    )
+    return result
+
+
 @row("bare")
 def bare(context: Context) -> dict[str, Any]:
     """RedisBroker through the dramatiq CLI (2 processes x 8 threads), and StubBroker in-process."""

@@ -30,6 +30,7 @@ ROW_MODULES = [
     "benchmarks.dead_letters",
     "benchmarks.scheduling",
     "benchmarks.backpressure",
+    "benchmarks.metrics",
 ]
 
 RowFunction = Callable[["Context"], dict[str, Any]]

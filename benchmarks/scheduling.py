@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bare import cli_row
+from .bare import cli_row, versus_guard
 from .runner import Context, row
 
 #: The least throughput, relative to the guard-only row, that passes.
@@ -25,17 +25,6 @@ MAX_EXTRA_ROUND_TRIPS = 0.02
 def scheduling(context: Context) -> dict[str, Any]:
     """RetryGuard + Scheduling (a scheduler in each of the 2 worker processes) through the CLI run."""
     result = cli_row(context, "scheduling")
-    guard = context.results.get("guard")
-    if guard is None:
-        result["verdict"] = "no guard row to compare with (run it too)"
-        return result
-    ratio = result["msgs_per_s"] / guard["msgs_per_s"]
-    extra = result["redis_commands_per_msg"] - guard["redis_commands_per_msg"]
-    result["ratio_vs_guard"] = round(ratio, 3)
-    result["extra_round_trips_per_msg"] = round(extra, 3)
-    ok = ratio >= MIN_RATIO_VS_GUARD and extra <= MAX_EXTRA_ROUND_TRIPS
-    result["verdict"] = (
-        f"{'pass' if ok else 'FAIL'}: {ratio:.2f}x the guard's throughput (target >= {MIN_RATIO_VS_GUARD}), "
-        f"{extra:+.3f} round trips per message (target <= {MAX_EXTRA_ROUND_TRIPS})"
+    return versus_guard(
+        context, result, min_ratio=MIN_RATIO_VS_GUARD, max_extra_round_trips=MAX_EXTRA_ROUND_TRIPS
     )
-    return result

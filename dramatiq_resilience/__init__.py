@@ -57,6 +57,14 @@ from .middleware.dedup_claims import Claim, current_claim
 from .middleware.dedup_enqueue import send_unique, send_unique_with_options
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .observability import (
+    HealthPolicy,
+    HealthReport,
+    HealthScorer,
+    Metrics,
+    ObservabilityServer,
+    SentryReporter,
+)
 from .queue_depth import QueueDepth, read_queue_depths
 from .scheduling import (
     CronJob,
@@ -107,10 +115,15 @@ __all__ = [
     "DuplicateSkipped",
     "Event",
     "FakeClock",
+    "HealthPolicy",
+    "HealthReport",
+    "HealthScorer",
     "IdempotencyConflict",
     "InvalidMessage",
     "LeaseLost",
     "Limit",
+    "Metrics",
+    "ObservabilityServer",
     "QueueDepth",
     "QueueOverloaded",
     "QueueStatus",
@@ -124,6 +137,7 @@ __all__ = [
     "ScanContext",
     "Scheduler",
     "Scheduling",
+    "SentryReporter",
     "SlidingWindowLimiter",
     "Stack",
     "StateBackend",

@@ -10,6 +10,9 @@ Retries``):
                     after-hook must run after ``Retries``
 ``Scheduling``      second, for the same reasons: it tracks every delivery and
                     must see whether ``Retries`` re-enqueued a failed cron run
+``Metrics``,        next (the hooks before theirs never raise): they see every
+``HealthScorer``    delivery, and decide its outcome when the worker acks or
+                    rejects it, after every after-hook
 pieces that check   before ``Retries``, in the order the registry lists them
 before processing   (backpressure, breaker, deduplication, limits), after
                     ``AgeLimit`` so that expired messages take nothing
@@ -38,6 +41,9 @@ from .middleware.dead_letters import DeadLetters
 from .middleware.dedup import Deduplication
 from .middleware.guard import RetryGuard
 from .middleware.limiter import SlidingWindowLimiter
+from .observability.health import HealthScorer
+from .observability.metrics_middleware import Metrics
+from .observability.sentry import SentryReporter
 from .scheduling.middleware import Scheduling
 
 __all__ = ["PIECES", "Piece", "Stack", "install", "installed"]
@@ -71,6 +77,12 @@ PIECES: list[Piece] = [
     Piece(
         "scheduling", Scheduling, lambda backend, **kwargs: Scheduling(backend=backend, **kwargs), first=True
     ),
+    # Then (before-hooks that never raise run before them): their before-hooks see every
+    # delivery, and they decide outcomes when the worker acks or rejects, after every after-hook.
+    Piece("metrics", Metrics, lambda backend, **kwargs: Metrics(**kwargs), first=True),
+    Piece(
+        "health", HealthScorer, lambda backend, **kwargs: HealthScorer(backend=backend, **kwargs), first=True
+    ),
     # Off unless configured (it needs thresholds).  Before the breaker and dedup: a
     # refused send takes no unique-enqueue reservation, and a held-back delayed
     # enqueue is deferred before the breaker takes a probe permit.
@@ -87,6 +99,8 @@ PIECES: list[Piece] = [
         SlidingWindowLimiter,
         lambda backend, **kwargs: SlidingWindowLimiter(backend=backend, **kwargs),
     ),
+    # Reports final failures (announced by DeadLetters in after_nack, or seen in its own after_nack).
+    Piece("sentry", SentryReporter, lambda backend, **kwargs: SentryReporter(**kwargs)),
     # Captures in after_nack, after every after_process_message hook has decided
     # message.failed; before Retries so it sees the retry count before Retries changes it.
     Piece("dead_letters", DeadLetters, lambda backend, **kwargs: DeadLetters(backend=backend, **kwargs)),

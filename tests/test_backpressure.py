@@ -632,6 +632,7 @@ def test_install_puts_it_before_the_breaker_and_dedup(
         "CircuitBreaker",
         "Deduplication",
         "SlidingWindowLimiter",
+        "SentryReporter",
         "DeadLetters",
         "Retries",
     ]

@@ -66,6 +66,11 @@ emergency at 12)
 Cron jobs fired exactly once
   maintenance.heartbeat (every 1 s): 3 consecutive occurrences, each ran exactly once; 0 occurrences ran twice
   disabled: 0 runs in the next 2 s; run-now while disabled: ran 1 time(s)
+Health at the end
+  overall: degraded 77.1 (failure rate 21% on queue 'payments' (9 of 43 attempts) -20.9; \
+2 new dead letter(s) -2)
+  queue payments: degraded 77.1 (failure rate 21% (9 of 43 attempts) -20.9; 2 new dead letter(s) -2)
+  every other queue: healthy 100
 """
 
 

@@ -21,17 +21,21 @@ def names(broker: Any) -> list[str]:
 
 
 def test_install_puts_the_guard_first(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
-    """RetryGuard first, Scheduling second; the checks, then DeadLetters, before Retries."""
+    """RetryGuard first, Scheduling second, then Metrics and HealthScorer; the checks, then
+    SentryReporter and DeadLetters, before Retries."""
     before = names(stub_broker)
     stack = dr.install(stub_broker, backend=stub_backend)
     retries = before.index("Retries")
     assert names(stub_broker) == [
         "RetryGuard",
         "Scheduling",
+        "Metrics",
+        "HealthScorer",
         *before[:retries],
         "CircuitBreaker",
         "Deduplication",
         "SlidingWindowLimiter",
+        "SentryReporter",
         "DeadLetters",
         *before[retries:],
     ]
@@ -60,6 +64,9 @@ def test_install_switches_pieces_off(stub_broker: StubBroker, stub_backend: dr.S
         dedup=False,
         limiter=False,
         dead_letters=False,
+        metrics=False,
+        health=False,
+        sentry=False,
     )
     assert names(stub_broker) == before
     with pytest.raises(AttributeError, match="the 'guard' piece is not installed"):

@@ -21,7 +21,7 @@ ACTOR_OPTIONS: dict[str, Any] = {}
 
 #: The pieces each row installs (besides the guard, which every stack has).
 #: Each row measures its own piece, so the others are switched off.
-PIECES = ("breaker", "dedup", "limiter", "dead_letters", "scheduling")
+PIECES = ("breaker", "dedup", "limiter", "dead_letters", "scheduling", "metrics", "health", "sentry")
 STACKS = {
     "guard": (),
     "breaker": ("breaker",),
@@ -31,6 +31,7 @@ STACKS = {
     "dead_letters": ("dead_letters",),
     "scheduling": ("scheduling",),
     "backpressure": (),  # its thresholds are added below: it is off unless configured
+    "metrics": ("metrics", "health"),
     "full_stack": PIECES,
 }
 
@@ -40,6 +41,9 @@ if STACK != "bare":
     if STACK not in STACKS:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}; known: bare, {', '.join(STACKS)}")
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
+    if STACK == "metrics":
+        # The health scorer's flushes, on connections named for the MONITOR count.
+        backend = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name="dramatiq-resilience-health")
     if STACK == "breaker":
         from dramatiq.middleware import Retries
 

@@ -31,6 +31,7 @@ from .breaker import BreakerOps
 from .cron import CronOps
 from .dead_letters import DeadLetterOps
 from .dedup import DedupOps
+from .health import HealthOps
 from .keys import Keyed
 from .window import WindowOps
 
@@ -40,7 +41,7 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, BreakerOps, CronOps, DedupOps, WindowOps, DeadLetterOps, abc.ABC):
+class StateBackend(Keyed, BreakerOps, CronOps, DedupOps, WindowOps, DeadLetterOps, HealthOps, abc.ABC):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

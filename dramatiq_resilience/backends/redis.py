@@ -8,13 +8,21 @@ from .redis_breaker import RedisBreakerOps
 from .redis_cron import RedisCronOps
 from .redis_dead_letters import RedisDeadLetterOps
 from .redis_dedup import RedisDedupOps
+from .redis_health import RedisHealthOps
 from .redis_window import RedisWindowOps
 
 __all__ = ["RedisBackend"]
 
 
 class RedisBackend(
-    RedisBreakerOps, RedisCronOps, RedisDedupOps, RedisWindowOps, RedisDeadLetterOps, RedisBase, StateBackend
+    RedisHealthOps,
+    RedisBreakerOps,
+    RedisCronOps,
+    RedisDedupOps,
+    RedisWindowOps,
+    RedisDeadLetterOps,
+    RedisBase,
+    StateBackend,
 ):
     """State backend on Redis (5 or later; Redis Cluster works: keys are hash-tagged).
 

@@ -8,13 +8,21 @@ from .stub_breaker import StubBreakerOps
 from .stub_cron import StubCronOps
 from .stub_dead_letters import StubDeadLetterOps
 from .stub_dedup import StubDedupOps
+from .stub_health import StubHealthOps
 from .stub_window import StubWindowOps
 
 __all__ = ["StubBackend"]
 
 
 class StubBackend(
-    StubBreakerOps, StubCronOps, StubDedupOps, StubWindowOps, StubDeadLetterOps, StubBase, StateBackend
+    StubHealthOps,
+    StubBreakerOps,
+    StubCronOps,
+    StubDedupOps,
+    StubWindowOps,
+    StubDeadLetterOps,
+    StubBase,
+    StateBackend,
 ):
     """State backend in process memory: one lock, an injectable clock.
 

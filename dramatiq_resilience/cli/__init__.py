@@ -18,7 +18,18 @@ from .. import __version__
 __all__ = ["COMMANDS", "main"]
 
 #: Modules of ``dramatiq_resilience.cli`` that register a subcommand.
-COMMANDS = ["demo", "backpressure", "breakers", "cron", "dedup", "dlq", "limits", "scheduler"]
+COMMANDS = [
+    "demo",
+    "backpressure",
+    "breakers",
+    "cron",
+    "dedup",
+    "dlq",
+    "health",
+    "limits",
+    "scheduler",
+    "serve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

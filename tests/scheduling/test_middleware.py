@@ -24,9 +24,14 @@ T0 = 1_767_225_600_000
 
 @pytest.fixture
 def stack(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> Any:
-    # The breaker (on by default) touches the backend per message; these tests count Scheduling's calls.
+    # The breaker (on by default) touches the backend per message, and the health scorer sends a
+    # heartbeat when the worker stops; these tests count Scheduling's calls.
     return dr.install(
-        stub_broker, backend=stub_backend, breaker=False, scheduling={"run_scheduler": False, "scans": False}
+        stub_broker,
+        backend=stub_backend,
+        breaker=False,
+        health=False,
+        scheduling={"run_scheduler": False, "scans": False},
     )
 
 
@@ -304,7 +309,7 @@ def test_scan_names_and_intervals_are_checked(stub_broker: StubBroker, stub_back
         dr.ConfigurationError, match="option 'every': must be an interval in milliseconds >= 1000"
     ):
         dr.register_scan("fast", lambda context: None, every=10)
-    known = "dead_letters_import, dead_letters_redrive, dead_letters_trim, dead_workers, stalled"
+    known = "dead_letters_import, dead_letters_redrive, dead_letters_trim, dead_workers, health, stalled"
     with pytest.raises(dr.ConfigurationError, match=f"unknown scan\\(s\\) 'nope'; known: {known}"):
         dr.Scheduler(stub_broker, backend=stub_backend, scans=["nope"]).start(timer=False)
     with pytest.raises(dr.ConfigurationError, match="Option 'scan_every\\[stalled\\]': must be a duration"):
@@ -347,7 +352,7 @@ def test_dead_letter_scans_run_the_store_operations_when_the_piece_is_installed(
 
     A stand-in store checks the wiring and the intervals; test_dead_letter_scans.py runs the real one.
     """
-    stack = dr.install(stub_broker, backend=stub_backend, scheduling={"run_scheduler": False})
+    stack = dr.install(stub_broker, backend=stub_backend, scheduling={"run_scheduler": False}, health=False)
     stack.middleware.pop("dead_letters", None)  # without the piece, no dead-letter scans
     without = dr.Scheduler(stub_broker, clock=clock).start(timer=False)
     assert sorted(without.jobs) == ["scan:stalled"]
