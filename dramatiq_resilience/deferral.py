@@ -34,12 +34,13 @@ from dramatiq.common import q_name
 
 from . import events
 from .enqueue import internal_enqueue
-from .errors import DeferralFailed, Deferred, TooManyDeferrals
+from .errors import DeferralFailed, Deferred, Rejected, TooManyDeferrals
 
 __all__ = [
     "DEFAULT_JITTER_RATIO",
     "DEFAULT_MAX_JITTER",
     "DEFAULT_MIN_JITTER",
+    "announce_rejection",
     "defer",
     "deferral_count",
     "jitter_for",
@@ -71,6 +72,18 @@ def jitter_for(
     """A random jitter in milliseconds in ``[0, clamp(delay * ratio, minimum, maximum)]``."""
     window = min(max(int(delay_ms * ratio), minimum), maximum)
     return (rng or random).randint(0, window) if window > 0 else 0
+
+
+def announce_rejection(message: Any, error: Rejected) -> None:
+    """Emit ``message_rejected`` for ``message``, dead-lettered without running for ``error``."""
+    events.emit(
+        "message_rejected",
+        actor_name=message.actor_name,
+        queue_name=q_name(message.queue_name),
+        message_id=message.message_id,
+        reason=error.reason,
+        error=error,
+    )
 
 
 def deferral_count(message: Any, reason: str | None = None) -> int:
@@ -124,14 +137,7 @@ def defer(
             deferrals=previous,
             max_deferrals=max_deferrals,
         )
-        events.emit(
-            "message_rejected",
-            actor_name=message.actor_name,
-            queue_name=q_name(message.queue_name),
-            message_id=message.message_id,
-            reason=error.reason,
-            error=error,
-        )
+        announce_rejection(message, error)
         raise error
 
     counts[reason] = previous + 1

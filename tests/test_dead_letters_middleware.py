@@ -16,6 +16,8 @@ from dramatiq.middleware import AgeLimit, TimeLimit
 import dramatiq_resilience as dr
 from dramatiq_resilience.middleware.base import ResilienceMiddleware
 
+from .helpers import fail_enqueues
+
 
 @pytest.fixture
 def stack(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> dr.Stack:
@@ -232,14 +234,7 @@ def test_a_retry_that_cannot_be_enqueued_is_recorded(
     stub_broker: StubBroker, stub_worker: Worker, store: dr.DeadLetterStore
 ) -> None:
     """RetryGuard fails a message whose retry could not be enqueued; the record shows that attempt."""
-    real_enqueue = stub_broker.enqueue
-
-    def enqueue(message: Any, *, delay: Any = None) -> Any:
-        if dr.enqueue_origin(message) == "retry":
-            raise dramatiq.errors.ConnectionClosed("broker down")
-        return real_enqueue(message, delay=delay)
-
-    stub_broker.enqueue = enqueue  # type: ignore[method-assign]
+    fail_enqueues(stub_broker, "retry")
 
     @dramatiq.actor(max_retries=3)
     def charge() -> None:

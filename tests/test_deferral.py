@@ -15,6 +15,8 @@ from dramatiq.middleware import Middleware
 import dramatiq_resilience as dr
 from dramatiq_resilience.deferral import jitter_for
 
+from .helpers import fail_enqueues
+
 
 class DeferFirst(Middleware):
     """Defers each message the first ``times`` times it is seen, like a resilience decision would."""
@@ -159,16 +161,7 @@ def test_failed_deferral_takes_the_retry_path(stub_broker: StubBroker, stub_work
     stub_broker.add_middleware(dramatiq.middleware.CurrentMessage())
     runs: list[tuple[Any, Any]] = []
     failures: list[dr.Event] = []
-    real_enqueue = stub_broker.enqueue
-    blinks = [1]
-
-    def blinking_enqueue(message: Any, *, delay: Any = None) -> Any:
-        if dr.enqueue_origin(message) == "deferral" and blinks:
-            blinks.pop()
-            raise dramatiq.errors.ConnectionClosed("broker down")
-        return real_enqueue(message, delay=delay)
-
-    stub_broker.enqueue = blinking_enqueue  # type: ignore[method-assign]
+    fail_enqueues(stub_broker, "deferral", times=1)  # the broker blinks once
 
     @dramatiq.actor(max_retries=1, min_backoff=1, max_backoff=1)
     def charge() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 import dramatiq_resilience as dr
+
+from .helpers import fail_enqueues
 
 
 def test_failed_message_whose_retry_cannot_be_enqueued_is_dead_lettered(
@@ -16,14 +16,7 @@ def test_failed_message_whose_retry_cannot_be_enqueued_is_dead_lettered(
 ) -> None:
     """Retries' enqueue raises (broker down): without the guard the message would be acked."""
     dr.install(stub_broker, backend=stub_backend)
-    real_enqueue = stub_broker.enqueue
-
-    def enqueue(message: Any, *, delay: Any = None) -> Any:
-        if dr.enqueue_origin(message) == "retry":
-            raise dramatiq.errors.ConnectionClosed("broker down")
-        return real_enqueue(message, delay=delay)
-
-    stub_broker.enqueue = enqueue  # type: ignore[method-assign]
+    fail_enqueues(stub_broker, "retry")
 
     @dramatiq.actor(max_retries=3)
     def charge() -> None:
@@ -62,14 +55,7 @@ def test_without_the_guard_the_message_is_lost(
 ) -> None:
     """The failure mode the guard closes, shown on bare Dramatiq: acked, not retried, not dead-lettered."""
     dr.install(stub_broker, backend=stub_backend, guard=False)
-    real_enqueue = stub_broker.enqueue
-
-    def enqueue(message: Any, *, delay: Any = None) -> Any:
-        if dr.enqueue_origin(message) == "retry":
-            raise dramatiq.errors.ConnectionClosed("broker down")
-        return real_enqueue(message, delay=delay)
-
-    stub_broker.enqueue = enqueue  # type: ignore[method-assign]
+    fail_enqueues(stub_broker, "retry")
     attempts = []
 
     @dramatiq.actor(max_retries=3)

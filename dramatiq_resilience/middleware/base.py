@@ -6,13 +6,11 @@ import random
 from typing import Any, ClassVar, NoReturn
 
 from dramatiq.broker import Broker
-from dramatiq.common import q_name
 from dramatiq.logging import get_logger
 from dramatiq.middleware import Middleware
 
-from .. import events
 from ..backends.base import StateBackend
-from ..deferral import defer
+from ..deferral import announce_rejection, defer
 from ..errors import BackendError, ConfigurationError, InvalidMessage, Rejected
 from ..options import Option, choice, lookup, milliseconds, validate_actor_options
 from ..outage import OutageLog
@@ -161,14 +159,7 @@ class ResilienceMiddleware(Middleware):
         """Dead-letter ``message`` without running it, with ``error`` as the reason."""
         message.fail()
         self.logger.warning("Rejecting message %r: %s", message.message_id, error)
-        events.emit(
-            "message_rejected",
-            actor_name=message.actor_name,
-            queue_name=q_name(message.queue_name),
-            message_id=message.message_id,
-            reason=error.reason,
-            error=error,
-        )
+        announce_rejection(message, error)
         raise error
 
     def defer(
