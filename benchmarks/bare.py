@@ -77,3 +77,12 @@ def bare(context: Context) -> dict[str, Any]:
 def guard(context: Context) -> dict[str, Any]:
     """The foundation's always-on piece (RetryGuard) through the same CLI run."""
     return cli_row(context, "guard")
+
+
+@row("full_stack")
+def full_stack(context: Context) -> dict[str, Any]:
+    """Every piece installed and working on each message (no target: what the whole stack costs)."""
+    result = cli_row(context, "full_stack")
+    bare_trips = context.results["bare"]["redis_commands_per_msg"]
+    result["added_round_trips_per_msg"] = round(result["redis_commands_per_msg"] - bare_trips, 3)
+    return result

@@ -41,9 +41,14 @@ if STACK != "bare":
     if STACK not in STACKS:
         raise SystemExit(f"unknown BENCH_STACK {STACK!r}; known: bare, {', '.join(STACKS)}")
     backend = dr.RedisBackend(url=URL, namespace=NAMESPACE)
-    if STACK == "metrics":
-        # The health scorer's flushes, on connections named for the MONITOR count.
-        backend = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name="dramatiq-resilience-health")
+    if STACK in ("metrics", "scheduling"):
+        # The piece's own round trips (health flushes; cron claims, polls and snapshots),
+        # on connections named for the MONITOR count.
+        client_name = {
+            "metrics": "dramatiq-resilience-health",
+            "scheduling": "dramatiq-resilience-scheduling",
+        }
+        backend = dr.RedisBackend(url=URL, namespace=NAMESPACE, client_name=client_name[STACK])
     if STACK == "breaker":
         from dramatiq.middleware import Retries
 
@@ -68,6 +73,13 @@ if STACK != "bare":
         ACTOR_OPTIONS.update(dedup_key="noop-duplicate", dedup_payload_check=False)
     elif STACK == "limiter":
         # Never binding (a billion per second), one budget per n % 16: the row measures the cost.
+        ACTOR_OPTIONS["rate_limits"] = dr.Limit(10**9, per=1_000, key=lambda n: str(n % 16))
+    elif STACK == "full_stack":
+        # Every piece doing its per-message work: a breaker (the actor's), a fresh dedup key,
+        # a never-binding rate limit, metrics and health counting, backpressure checking.
+        import uuid
+
+        ACTOR_OPTIONS["dedup_key"] = lambda n: f"noop:{uuid.uuid4().hex}"
         ACTOR_OPTIONS["rate_limits"] = dr.Limit(10**9, per=1_000, key=lambda n: str(n % 16))
 
 dramatiq.set_broker(broker)
