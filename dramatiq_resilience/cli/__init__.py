@@ -35,7 +35,10 @@ COMMANDS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dramatiq-resilience",
-        description="Operate dramatiq-resilience: dead letters, breakers, limits, cron, health, demo.",
+        description=(
+            "Operate dramatiq-resilience: breakers, deduplication keys, limits, dead letters, "
+            "backpressure, cron jobs and the scheduler, health and metrics, and the demo."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeat for debug)")
