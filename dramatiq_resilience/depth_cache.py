@@ -148,6 +148,14 @@ class DepthCache:
         except Exception as exc:  # a reader bug must not break sends: report it like an outage
             error = DepthUnavailable(f"reading queue depths failed: {exc!r}", queue_name=queue_names[0])
             error.__cause__ = exc
+        except BaseException:
+            # Dramatiq's TimeLimitExceeded and Shutdown interrupt a send inside an actor: the
+            # queue must not stay "being read", or this process would trust its last reading forever.
+            with local.lock:
+                for name in queue_names:
+                    local.reading.discard(name)
+                local.done.notify_all()
+            raise
         expires = self.clock.now_ms() + self.cache_ms
         with local.lock:
             for name in queue_names:

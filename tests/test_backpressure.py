@@ -621,6 +621,29 @@ def test_a_forked_child_starts_with_an_empty_cache(stub_broker: StubBroker, cloc
     assert len(reader.calls) == 1
 
 
+def test_a_read_interrupted_by_a_time_limit_is_read_again(
+    stub_broker: StubBroker, clock: dr.FakeClock
+) -> None:
+    """A BaseException (Dramatiq's TimeLimitExceeded) during a read leaves no queue "being read" forever."""
+    reader = CountingReader(stub_broker)
+    cache = DepthCache(reader, cache_ms=1_000, clock=clock, wait_ms=0)
+    assert cache.get("work") is not None
+    clock.advance(1_000)
+    real_read = reader.inner.read
+
+    def interrupted(queue_names: Sequence[str]) -> dict[str, QueueDepth]:
+        raise dramatiq.middleware.time_limit.TimeLimitExceeded()
+
+    reader.inner.read = interrupted  # type: ignore[method-assign]
+    with pytest.raises(dramatiq.middleware.time_limit.TimeLimitExceeded):
+        cache.get("work")
+    reader.inner.read = real_read  # type: ignore[method-assign]
+    before = len(reader.calls)
+    depth = cache.get("work")
+    assert len(reader.calls) - before == 1
+    assert depth == QueueDepth("work", 0, 0, depth.read_at_ms)  # type: ignore[union-attr]
+
+
 def test_install_puts_it_before_the_breaker_and_dedup(
     stub_broker: StubBroker, stub_backend: dr.StubBackend
 ) -> None:
