@@ -32,6 +32,7 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.common import dq_name, q_name
 
+from .broker_kind import broker_kind
 from .errors import ConfigurationError, DepthUnavailable
 from .per_process import PerProcess
 
@@ -246,11 +247,12 @@ def depth_reader(broker: Broker) -> DepthReader:
     Raises:
       ConfigurationError: another kind of broker.
     """
-    if hasattr(broker, "dead_letters_by_queue") and hasattr(broker, "queues"):
+    kind = broker_kind(broker)
+    if kind == "stub":
         return StubDepthReader(broker)
-    if hasattr(broker, "client") and hasattr(broker, "namespace"):
+    if kind == "redis":
         return RedisDepthReader(broker)
-    if hasattr(broker, "parameters") and hasattr(broker, "channel"):
+    if kind == "rabbitmq":
         return RabbitmqDepthReader(broker)
     raise ConfigurationError(
         f"cannot read queue depths from a {type(broker).__name__}: "

@@ -47,6 +47,37 @@ def test_redis_depth_is_the_queue_list_plus_the_delay_queue_messages(redis_broke
     assert reader.queues() == ["work"]
 
 
+@pytest.mark.parametrize("broker_fixture", ["stub_broker", "redis_broker"])
+def test_health_and_backpressure_count_a_queue_alike(
+    broker_fixture: str, request: pytest.FixtureRequest, started: list[Worker]
+) -> None:
+    """The health scorer's depths and backpressure's agree, delayed messages a worker holds included."""
+    from dramatiq_resilience.observability.depth import queue_depths
+
+    broker = request.getfixturevalue(broker_fixture)
+    three_ready_two_delayed("work")
+
+    @dramatiq.actor(queue_name="later")
+    def later() -> None: ...
+
+    for _ in range(2):
+        later.send_with_options(delay=60_000)
+    worker = Worker(broker, worker_threads=1, worker_timeout=50, queues={"later"})
+    started.append(worker)
+    worker.start()  # fetches the delayed messages of "later" and holds them until their eta
+
+    def fetched() -> bool:
+        if broker_fixture == "stub_broker":
+            return bool(broker.queues["later.DQ"].qsize() == 0)
+        return bool(broker.client.llen(f"{broker.namespace}:later.DQ") == 0)
+
+    wait_until(fetched)
+    health = queue_depths(broker)
+    readings = dr.read_queue_depths(broker, ["work", "later"])
+    assert {name: (d.ready, d.delayed) for name, d in health.items()} == {"work": (3, 2), "later": (0, 2)}
+    assert {name: (d.ready, d.delayed) for name, d in readings.items()} == {"work": (3, 2), "later": (0, 2)}
+
+
 def test_redis_queues_are_found_in_redis_without_declaring_them(
     redis_broker: RedisBroker, redis_url: str
 ) -> None:

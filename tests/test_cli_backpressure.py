@@ -86,12 +86,15 @@ def test_a_broker_url_shows_depths_without_levels(
     assert err.endswith("this command needs the broker: give --app MODULE or --broker-url URL\n")
 
 
-def test_an_unreachable_broker_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("url", "name"), [("redis://127.0.0.1:1/0", "Redis"), ("amqp://guest:guest@127.0.0.1:1/", "RabbitMQ")]
+)
+def test_an_unreachable_broker_exits_1(capsys: pytest.CaptureFixture[str], url: str, name: str) -> None:
     """Depths that cannot be read are shown as unreadable, the error on stderr, exit 1."""
-    code, out, err = run(capsys, "--broker-url", "redis://127.0.0.1:1/0", "--queue", "work")
+    code, out, err = run(capsys, "--broker-url", url, "--queue", "work")
     assert code == 1
     assert out.splitlines()[1] == "work   unreadable  -      -        unchecked  -        -         -"
-    assert "cannot read the depth of queue(s) work from Redis" in err
+    assert f"cannot read the depth of queue(s) work from {name}" in err
 
 
 @pytest.mark.slow
