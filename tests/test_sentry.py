@@ -16,6 +16,7 @@ from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 from sentry_sdk.transport import Transport
 
 import dramatiq_resilience as dr
+from dramatiq_resilience.observability import sentry as sentry_module
 from dramatiq_resilience.observability.sentry_events import active, monitor_config, monitor_slug
 from tests.test_metrics import run
 
@@ -172,21 +173,26 @@ def test_redaction_applies_to_the_event(broker: StubBroker, sentry: Capture) -> 
 
 
 def test_cron_runs_check_in(broker: StubBroker, sentry: Capture) -> None:
-    """Each cron run sends a check-in (ok or error) with its monitor's schedule."""
+    """Each cron run sends one check-in when it ends (ok or error), none per retried attempt."""
+    attempts: list[int] = []
 
     @dr.cron("*/5 * * * *", tz="Europe/Paris")
-    @dramatiq.actor(max_retries=0)
-    def report(fail: bool = False) -> None:
-        if fail:
+    @dramatiq.actor(max_retries=1, min_backoff=1, max_backoff=1)
+    def report(mode: str = "ok") -> None:
+        attempts.append(1)
+        if mode == "fail" or (mode == "flaky" and len(attempts) == 1):
             raise RuntimeError("report failed")
 
     backend = dr.installed(broker).backend
     dr.install(broker, backend=backend, scheduling={"run_scheduler": False, "scans": False})
-    report.send_with_options(kwargs={"fail": False}, cron_job="report")
-    report.send_with_options(kwargs={"fail": True}, cron_job="report")
+    report.send_with_options(kwargs={"mode": "flaky"}, cron_job="report")  # fails once, then succeeds
+    run(broker)
+    report.send_with_options(kwargs={"mode": "ok"}, cron_job="report")
+    report.send_with_options(kwargs={"mode": "fail"}, cron_job="report")  # fails twice: final
     run(broker)
     checkins = sentry.items("check_in")
-    assert sorted(c["status"] for c in checkins) == ["error", "ok"]
+    assert len(attempts) == 5
+    assert sorted(c["status"] for c in checkins) == ["error", "ok", "ok"]
     assert {c["monitor_slug"] for c in checkins} == {"report"}
     assert checkins[0]["monitor_config"] == {
         "schedule": {"type": "crontab", "value": "*/5 * * * *"},
@@ -206,7 +212,9 @@ def test_monitor_slugs_and_schedules() -> None:
     assert monitor_config(type("Job", (), {"schedule": type("S", (), {"every_ms": 1_000})()})) is None
 
 
-def test_nothing_is_sent_without_sentry(stub_broker: StubBroker, stub_backend: dr.StubBackend) -> None:
+def test_nothing_is_sent_without_sentry(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a DSN the reporter is silent (and costs a check per final failure)."""
     sentry_sdk.init()
     assert not active()
@@ -216,6 +224,10 @@ def test_nothing_is_sent_without_sentry(stub_broker: StubBroker, stub_backend: d
     def boom() -> None:
         raise RuntimeError("x")
 
+    sent: list[Any] = []
+    for name in ("capture_final_failure", "capture_transition", "capture_cron_checkin"):
+        monkeypatch.setattr(sentry_module, name, lambda *args, name=name, **kwargs: sent.append(name))
     boom.send()
     run(stub_broker)
-    assert stub_broker.dead_letters_by_queue["default"]
+    assert len(stub_broker.dead_letters_by_queue["default"]) == 1
+    assert sent == []

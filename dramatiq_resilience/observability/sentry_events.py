@@ -204,12 +204,16 @@ def monitor_config(job: Any) -> dict[str, Any] | None:
 
 
 def capture_cron_checkin(job_name: str, status: str, duration_ms: int | None, job: Any = None) -> str | None:
-    """Send the check-in of one cron run delivery: ``ok`` or ``error`` (``None``: nothing to send)."""
+    """Send the check-in of one cron run: ``ok`` or ``error`` once it is final (``None``: nothing to send).
+
+    A failed attempt with a retry queued (``retrying``) sends nothing: like every failure
+    reported to Sentry here, the run's error is reported once, when it is final.
+    """
     from sentry_sdk.crons import capture_checkin
 
-    outcome = {"succeeded": "ok", "failed": "error", "rejected": "error", "retrying": "error"}.get(status)
+    outcome = {"succeeded": "ok", "failed": "error", "rejected": "error"}.get(status)
     if outcome is None:
-        return None  # deferred or skipped: the run did not happen yet
+        return None  # retrying, deferred or skipped: the run has not ended yet
     return capture_checkin(
         monitor_slug=monitor_slug(job_name),
         status=outcome,
