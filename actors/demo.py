@@ -302,7 +302,10 @@ def health_scene(ctx: Any) -> list[str]:
         for item in report.queues.values()
         if item.penalties
     ]
-    lines.append("every other queue: healthy 100")
+    clean = [item for item in report.queues.values() if not item.penalties]
+    if clean:
+        scores = sorted({f"{item.status} {item.score:g}" for item in clean})
+        lines.append(f"every other queue ({len(clean)}): {', '.join(scores)}")
     return lines
 
 

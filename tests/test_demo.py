@@ -70,7 +70,7 @@ Health at the end
   overall: degraded 77.1 (failure rate 21% on queue 'payments' (9 of 43 attempts) -20.9; \
 2 new dead letter(s) -2)
   queue payments: degraded 77.1 (failure rate 21% (9 of 43 attempts) -20.9; 2 new dead letter(s) -2)
-  every other queue: healthy 100
+  every other queue (4): healthy 100
 """
 
 
