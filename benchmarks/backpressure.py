@@ -45,7 +45,7 @@ def send_run(
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     broker = RedisBroker(url=server.url, namespace=f"{namespace}-broker")
     if backpressure:
-        pieces = ("scheduling", "breaker", "dedup", "limiter", "dead_letters")
+        pieces = ("scheduling", "metrics", "health", "sentry", "breaker", "dedup", "limiter", "dead_letters")
         dr.install(
             broker,
             backend=dr.RedisBackend(url=server.url, namespace=namespace),

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .harness import measure_cli, measure_stub
 from .runner import Context, row
 
 
-def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
+def cli_row(context: Context, stack: str, *, paired: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Time ``stack`` on the RedisBroker CLI run, then count its round trips in a MONITOR run.
 
     The timed run is repeated ``context.repeats`` times and the best is kept:
     on a small machine the best run is the one least disturbed by neighbours.
+
+    With ``paired``, each timed run of ``stack`` is paired with a run of
+    ``bare`` right before or after it (the order alternates), ``context.pairs``
+    times, and ``paired_ratio_vs_bare`` is the median of the pairs' ratios: a
+    neighbour's load or a drift of the machine's speed over the minutes the
+    benchmark takes then hits both sides of a pair alike.
     """
-    runs = [
-        measure_cli(context.server, stack=stack, count=context.cli_count, **kwargs)
-        for _ in range(context.repeats)
-    ]
+    runs = []
+    bare_runs = []
+    for n in range(context.pairs if paired else context.repeats):
+        order = [stack, "bare"] if n % 2 == 0 else ["bare", stack]
+        for name in order if paired else [stack]:
+            run = measure_cli(context.server, stack=name, count=context.cli_count, **kwargs)
+            (runs if name == stack else bare_runs).append(run)
     timed = max(runs, key=lambda run: run.msgs_per_s)
     counted = measure_cli(context.server, stack=stack, count=context.count_count, monitor=True, **kwargs)
     result = {
@@ -27,6 +37,11 @@ def cli_row(context: Context, stack: str, **kwargs: Any) -> dict[str, Any]:
         "messages": timed.count,
         "runs_msgs_per_s": [round(run.msgs_per_s) for run in runs],
     }
+    if paired:
+        ratios = [mine.msgs_per_s / bare.msgs_per_s for mine, bare in zip(runs, bare_runs, strict=True)]
+        result["bare_runs_msgs_per_s"] = [round(run.msgs_per_s) for run in bare_runs]
+        result["paired_ratios_vs_bare"] = [round(ratio, 3) for ratio in ratios]
+        result["paired_ratio_vs_bare"] = round(statistics.median(ratios), 3)
     named = {name: calls for name, calls in (counted.by_client or {}).items() if name}
     if named:  # round trips of connections a piece named (e.g. its state backend's)
         result["redis_commands_by_client_per_msg"] = {

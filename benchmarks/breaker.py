@@ -1,9 +1,10 @@
 """The CircuitBreaker row: what a closed breaker costs, and decisions per second against pybreaker.
 
 * On the RedisBroker CLI run (2 processes x 8 threads, no-op actor), the
-  breaker alone before ``Retries``: throughput against ``bare`` measured in
-  the same run, and the breaker's own Redis round trips per message, counted
-  with MONITOR on its state backend's named connections.
+  breaker alone before ``Retries``: throughput against ``bare``, judged on
+  the median ratio of 5 pairs of runs (each breaker run next to a bare run,
+  the order alternating), and the breaker's own Redis round trips per
+  message, counted with MONITOR on its state backend's named connections.
 * Decisions per second in one thread, on the same private Redis: a decision
   is what a message costs the breaker (``before_process_message`` then
   ``after_process_message`` on a real ``MessageProxy``), against pybreaker
@@ -101,7 +102,7 @@ def pybreaker_rate(url: str, calls: int, counter: CommandCounter) -> tuple[float
 @row("breaker")
 def breaker(context: Context) -> dict[str, Any]:
     """A closed CircuitBreaker on the CLI run, and decisions/s against pybreaker (Redis storage)."""
-    result = cli_row(context, "breaker")
+    result = cli_row(context, "breaker", paired=True)
     by_client = result.pop("redis_commands_by_client_per_msg", {})
     result["breaker_commands_per_msg"] = round(by_client.get(CLIENT_NAME, 0.0), 4)
     result["extra_commands_per_msg_vs_bare"] = round(
@@ -121,13 +122,18 @@ def breaker(context: Context) -> dict[str, Any]:
         speedup_vs_pybreaker=round(ours_rate / theirs_rate, 1),
     )
 
-    ratio = result["msgs_per_s"] / context.bare_msgs_per_s
+    # Judged on the median of paired runs (see cli_row): a best-of-3 against a best-of-3
+    # taken minutes apart moves by +-10 % on a 2-core machine, more than the 5 % target.
+    ratio = result["paired_ratio_vs_bare"]
     checks = [
         (
             result["breaker_commands_per_msg"] <= MAX_COMMANDS_PER_MSG,
             f"commands/msg {result['breaker_commands_per_msg']} <= {MAX_COMMANDS_PER_MSG}",
         ),
-        (ratio >= MIN_RATIO_VS_BARE, f"throughput {ratio:.3f} x bare >= {MIN_RATIO_VS_BARE}"),
+        (
+            ratio >= MIN_RATIO_VS_BARE,
+            f"throughput {ratio:.3f} x bare (median of paired runs) >= {MIN_RATIO_VS_BARE}",
+        ),
         (
             result["speedup_vs_pybreaker"] >= MIN_SPEEDUP_VS_PYBREAKER,
             f"{result['speedup_vs_pybreaker']} x pybreaker >= {MIN_SPEEDUP_VS_PYBREAKER}",

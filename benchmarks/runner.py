@@ -67,6 +67,11 @@ class Context:
         return 1 if self.quick else 3
 
     @property
+    def pairs(self) -> int:
+        """Pairs of timed runs (the row's stack, then bare, or the other way) for paired rows (5; 1 quick)."""
+        return 1 if self.quick else 5
+
+    @property
     def count_count(self) -> int:
         """Messages per MONITOR run that counts round trips (2 000; 1 000 with --quick)."""
         return 1_000 if self.quick else 2_000
