@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .harness import measure_cli, measure_stub
+from .harness import Run, measure_cli, measure_stub
 from .runner import Context, row
 
 
@@ -21,8 +21,8 @@ def cli_row(context: Context, stack: str, *, paired: bool = False, **kwargs: Any
     neighbour's load or a drift of the machine's speed over the minutes the
     benchmark takes then hits both sides of a pair alike.
     """
-    runs = []
-    bare_runs = []
+    runs: list[Run] = []
+    bare_runs: list[Run] = []
     for n in range(context.pairs if paired else context.repeats):
         order = [stack, "bare"] if n % 2 == 0 else ["bare", stack]
         for name in order if paired else [stack]:
