@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dramatiq
@@ -14,7 +17,10 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
 import dramatiq_resilience as dr
-from dramatiq_resilience.backends.window import HeldLease, LeaseSpec
+from dramatiq_resilience.backends.window import HeldLease, LeaseSpec, LimitDefinition, RateSpec
+from dramatiq_resilience.middleware.limiter_announce import ANNOUNCE_TTL
+from dramatiq_resilience.middleware.limiter_leases import LeaseRenewer
+from dramatiq_resilience.outage import OutageLog
 
 T = 1_767_225_600_000
 
@@ -174,6 +180,30 @@ def test_per_tenant_keys_have_their_own_budgets(
     assert usage == {("acme", 1, T + 2_009), ("globex", 1, None)}
 
 
+def test_key_functions_get_the_arguments_by_name_however_the_message_was_sent(
+    stub_broker: StubBroker, stub_worker: Worker, stub_backend: dr.StubBackend, events: list[dr.Event]
+) -> None:
+    """``lambda order_id, tenant, **_: tenant`` gets the tenant of positional, keyword and default sends."""
+    install(stub_broker, stub_backend)
+    runs: list[str] = []
+
+    @dramatiq.actor(
+        max_retries=0,
+        rate_limits=dr.Limit(10, per=1_000, key=lambda order_id, tenant, **_: tenant),
+        rate_concurrency=dr.Concurrency(5, key=lambda tenant, **_: tenant),
+    )
+    def charge(order_id: str, tenant: str = "acme", amount_cents: int = 0) -> None:
+        runs.append(order_id)
+
+    charge.send("o-1", "globex", 500)
+    charge.send(order_id="o-2", tenant="initech", amount_cents=100)
+    charge.send("o-3")
+    drain(stub_broker, stub_worker)
+    assert sorted(runs) == ["o-1", "o-2", "o-3"]
+    keys = sorted(tuple(sorted(fields["keys"].values())) for fields in named(events, "rate_limit_admitted"))
+    assert keys == [("acme", "acme"), ("globex", "globex"), ("initech", "initech")]
+
+
 @pytest.mark.parametrize(
     ("key", "problem"),
     [
@@ -267,6 +297,54 @@ def test_one_name_with_two_definitions_is_a_configuration_error(
         def both() -> None: ...
 
 
+def test_processes_that_disagree_on_a_named_limit_keep_their_windows_and_it_is_logged_once(
+    stub_broker: StubBroker,
+    stub_worker: Worker,
+    stub_backend: dr.StubBackend,
+    clock: dr.FakeClock,
+    events: list[dr.Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A newer process's 2 per 2 s neither resets nor eats this 2 per 1 s; the conflict is logged once."""
+    caplog.set_level(logging.INFO)
+    limiter = install(stub_broker, stub_backend)
+    newer = LimitDefinition("rate", "stripe-api", "2 per 2000 ms")
+    # The other process (a newer deploy) announced its definition and took its two starts.
+    assert stub_backend.window_announce([newer], ANNOUNCE_TTL) == [[]]
+    for token in ("n1", "n2"):
+        assert stub_backend.window_acquire(token, [RateSpec("stripe-api", "", 2, 2_000)]).granted
+    runs: list[int] = []
+
+    @dramatiq.actor(
+        max_retries=0, rate_limits=dr.Limit(2, per=1_000, name="stripe-api"), rate_max_deferrals=0
+    )
+    def charge(n: int) -> None:
+        runs.append(n)
+
+    for n in range(3):
+        charge.send(n)
+    drain(stub_broker, stub_worker)
+    assert (len(runs), len(stub_broker.dead_letters)) == (2, 1)
+    assert [(u.used, u.window_ms) for u in limiter.inspect(limit="stripe-api")] == [(2, 1_000), (2, 2_000)]
+    assert named(events, "rate_limit_disagreement") == [
+        {"kind": "rate", "limit": "stripe-api", "definition": "2 per 1000 ms", "others": ["2 per 2000 ms"]}
+    ]
+    warning = (
+        "Processes disagree on rate limit 'stripe-api': it is 2 per 1000 ms here, but 2 per 2000 ms "
+        "elsewhere (a rolling deploy?). Each process enforces its own definition (in a window of its own "
+        "where the windows differ), so until they agree up to the sum of their limits may be admitted."
+    )
+    assert caplog.messages.count(warning) == 1
+    # The newer process hears of this one; once it is gone, the next announcement says they agree.
+    assert stub_backend.window_announce([newer], ANNOUNCE_TTL) == [["2 per 1000 ms"]]
+    clock.advance(ANNOUNCE_TTL)
+    charge.send(3)
+    drain(stub_broker, stub_worker)
+    assert runs[2:] == [3]
+    assert "Every process now defines rate limit 'stripe-api' as 2 per 1000 ms." in caplog.messages
+    assert len(named(events, "rate_limit_disagreement")) == 1
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -351,21 +429,143 @@ def test_concurrency_defers_the_extra_message_and_releases_after_success_failure
     assert len(admitted) == 4  # block, waits (on its return), fail, skip: each took the slot
 
 
-def test_the_renewer_renews_held_leases_and_reports_a_lost_one(
-    stub_backend: dr.StubBackend, clock: dr.FakeClock, events: list[dr.Event]
+class CountingBackend(dr.StubBackend):
+    """A StubBackend that records every renewal call: (clock time, tokens renewed)."""
+
+    def __init__(self, clock: dr.FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.renewals: list[tuple[int, list[str]]] = []
+        self.renewed = threading.Event()
+
+    def window_renew(self, held: Sequence[HeldLease]) -> list[bool]:
+        self.renewals.append((self.clock.now_ms(), [lease.token for lease in held]))
+        self.renewed.set()
+        return super().window_renew(held)
+
+
+def renewer_for(backend: dr.StubBackend, clock: dr.FakeClock, *, threaded: bool = False) -> LeaseRenewer:
+    logger = logging.getLogger("test.renewer")
+    return LeaseRenewer(backend, OutageLog("test", logger), logger, clock=clock, threaded=threaded)
+
+
+def take(renewer: LeaseRenewer, token: str, lease_ms: int) -> LeaseSpec:
+    """Acquire a slot of ``lease_ms`` for ``token`` (a pool of its own) and start renewing it."""
+    spec = LeaseSpec(f"pool-{token}", "", 1_000, lease_ms)
+    assert renewer.backend.window_acquire(token, [], [spec]).granted
+    renewer.hold(token, [spec])
+    return spec
+
+
+def run_until(renewer: LeaseRenewer, clock: dr.FakeClock, until: int) -> None:
+    """Tick at every moment the renewer's thread would wake, up to ``until`` (where the clock stays)."""
+    while (at := renewer.wakes_at) is not None and at <= until:
+        clock.set(at)
+        renewer.tick()
+    clock.set(until)
+
+
+def test_a_short_lease_taken_while_a_long_one_is_held_is_renewed_every_third_of_it(
+    clock: dr.FakeClock, events: list[dr.Event]
 ) -> None:
-    """renew() extends every held lease in one call; a lease that expired is announced as lost."""
-    limiter = dr.SlidingWindowLimiter(backend=stub_backend)
-    spec = LeaseSpec("slots", "", 1, 1_000)
-    assert stub_backend.window_acquire("kept", [], [spec]).granted
-    limiter.renewer.hold("kept", [spec])
-    limiter.renewer.hold("gone", [spec])
-    clock.advance(900)
-    limiter.renewer.renew([HeldLease("kept", spec), HeldLease("gone", spec)])
-    limiter.renewer.stop()
-    [usage] = stub_backend.window_inspect()
-    assert usage.resets_at_ms == T + 1_900
-    assert named(events, "rate_lease_lost") == [{"message_id": "gone", "limit": "slots", "key": ""}]
+    """A 2 000 ms lease taken while a 30 000 ms one is held is renewed every 666 ms (6 times in 4.5 s)."""
+    backend = CountingBackend(clock)
+    renewer = renewer_for(backend, clock)
+    take(renewer, "long", 30_000)
+    assert renewer.wakes_at == T + 10_000
+    clock.set(T + 500)
+    short = take(renewer, "short", 2_000)
+    assert renewer.wakes_at == T + 1_166
+    run_until(renewer, clock, T + 5_000)
+    assert backend.renewals == [(T + 500 + 666 * k, ["short"]) for k in range(1, 7)]
+    assert [u.resets_at_ms for u in backend.window_inspect(limit=short.limit)] == [T + 4_496 + 2_000]
+    assert named(events, "rate_lease_lost") == []
+
+
+def test_a_lease_taken_after_idle_is_renewed_every_third_of_it(
+    clock: dr.FakeClock, events: list[dr.Event]
+) -> None:
+    """After every lease was released, a 300 ms lease is renewed every 100 ms (15 times in 1.5 s)."""
+    backend = CountingBackend(clock)
+    renewer = renewer_for(backend, clock)
+    take(renewer, "first", 30_000)
+    renewer.drop("first")
+    run_until(renewer, clock, T + 20_000)
+    assert (renewer.wakes_at, backend.renewals) == (None, [])
+    take(renewer, "late", 300)
+    run_until(renewer, clock, T + 21_500)
+    assert backend.renewals == [(T + 20_000 + 100 * k, ["late"]) for k in range(1, 16)]
+    assert named(events, "rate_lease_lost") == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_lease_is_renewed_within_a_third_of_it_whatever_the_order(
+    clock: dr.FakeClock, events: list[dr.Event], seed: int
+) -> None:
+    """Leases of 10 ms to 30 s taken and released in a random order: none waits over a third for renewal."""
+    rng = random.Random(seed)
+    backend = CountingBackend(clock)
+    renewer = renewer_for(backend, clock)
+    steps: list[tuple[int, str, str, int]] = []
+    for n in range(40):
+        start = rng.randrange(0, 60_000)
+        lease = rng.choice([10, 300, 2_000, 7_000, 30_000])
+        steps += [(start, "hold", f"m{n}", lease), (start + rng.randrange(1, 20_000), "drop", f"m{n}", lease)]
+    life: dict[str, tuple[int, int, int]] = {}
+    for at, action, token, lease in sorted(steps):
+        run_until(renewer, clock, T + at)
+        if action == "hold":
+            take(renewer, token, lease)
+        else:
+            renewer.drop(token)
+        life[token] = (*life.get(token, (T + at,))[:1], T + at, lease)
+    late = []
+    early = []
+    for token, (held_at, dropped_at, lease) in life.items():
+        moments = [held_at, *(at for at, tokens in backend.renewals if token in tokens), dropped_at]
+        gaps = [b - a for a, b in itertools.pairwise(moments)]
+        if max(gaps) > lease // 3:
+            late.append((token, lease, max(gaps)))
+        if any(gap < (lease // 3) // 2 for gap in gaps[:-1]):
+            early.append((token, lease, gaps))
+    assert (late, early, named(events, "rate_lease_lost")) == ([], [], [])
+
+
+def test_the_renewer_thread_wakes_for_a_sooner_lease_and_after_idle(clock: dr.FakeClock) -> None:
+    """The thread, asleep for a 30 s lease or idle, wakes when a 30 ms lease is held and renews it on time."""
+    backend = CountingBackend(clock)
+    renewer = renewer_for(backend, clock, threaded=True)
+    try:
+        take(renewer, "long", 30_000)
+        take(renewer, "short", 30)
+        clock.advance(10)
+        assert backend.renewed.wait(5)
+        assert backend.renewals == [(T + 10, ["short"])]
+        renewer.drop("long")
+        renewer.drop("short")
+        clock.advance(10)  # the tick at T + 20 finds nothing to renew: the thread goes idle
+        wait_for(lambda: renewer.wakes_at is None)
+        backend.renewed.clear()
+        take(renewer, "late", 30)
+        clock.advance(10)
+        assert backend.renewed.wait(5)
+        assert backend.renewals == [(T + 10, ["short"]), (T + 30, ["late"])]
+    finally:
+        renewer.stop()
+
+
+def test_the_renewer_reports_a_lost_lease_once_and_stops_renewing_it(
+    clock: dr.FakeClock, events: list[dr.Event]
+) -> None:
+    """A lease gone from the backend is announced as rate_lease_lost once; the others are kept."""
+    backend = CountingBackend(clock)
+    renewer = renewer_for(backend, clock)
+    spec = take(renewer, "kept", 1_000)
+    renewer.hold("gone", [spec])  # never acquired: the backend does not know it
+    run_until(renewer, clock, T + 1_000)
+    assert backend.renewals == [(T + 333, ["kept", "gone"]), (T + 666, ["kept"]), (T + 999, ["kept"])]
+    [usage] = backend.window_inspect()
+    assert usage.resets_at_ms == T + 1_999
+    assert named(events, "rate_lease_lost") == [{"message_id": "gone", "limit": spec.limit, "key": ""}]
 
 
 @pytest.mark.parametrize("policy", ["allow", "defer"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .redis_base import RedisBase
@@ -11,6 +11,7 @@ from .window import (
     WINDOW_GROUP,
     HeldLease,
     LeaseSpec,
+    LimitDefinition,
     RateSpec,
     WindowDecision,
     WindowOps,
@@ -45,15 +46,23 @@ def _small(n: int) -> bytes:
 class RedisWindowOps(RedisBase, WindowOps):
     """Window state in Redis hashes and sorted sets, all under the ``{limits}`` hash tag.
 
-    Keys: ``<ns>:window:{limits}:r:<limit>:<key>`` (a rate window),
-    ``...:c:<limit>:<key>`` (a pool's leases) and ``...:m:<limit>:<key>`` (a
-    pool's meta).  One hash tag for all of them means one Redis Cluster slot
-    holds all limiter state: that is what lets one script take any mix of
-    shared and per-key limits atomically.
+    Keys: ``<ns>:window:{limits}:r:<limit>:<key>:<per>:<width>`` (a rate
+    window: its layout is part of its name, so two definitions of one limit
+    never share, or reset, one window), ``...:c:<limit>:<key>`` (a pool's
+    leases), ``...:m:<limit>:<key>`` (a pool's meta) and
+    ``...:d:<kind>:<limit>`` (the definitions processes announced).  One hash
+    tag for all of them means one Redis Cluster slot holds all limiter state:
+    that is what lets one script take any mix of shared and per-key limits
+    atomically.
     """
 
     def _window_key(self, kind: str, limit: str, key: str) -> str:
         return self.key("window", WINDOW_GROUP, kind, escape_id(limit), escape_id(key))
+
+    def _rate_key(self, rate: RateSpec) -> str:
+        """The hash of ``rate``'s window: limit, key and layout (``per`` and bucket width, in ms)."""
+        layout = (str(rate.per_ms), str(bucket_width(rate.per_ms)))
+        return self.key("window", WINDOW_GROUP, "r", escape_id(rate.limit), escape_id(rate.key), *layout)
 
     def _pool_keys(self, spec: LeaseSpec) -> list[str]:
         return [self._window_key("c", spec.limit, spec.key), self._window_key("m", spec.limit, spec.key)]
@@ -71,7 +80,7 @@ class RedisWindowOps(RedisBase, WindowOps):
             if len(cache) >= _CALL_CACHE_SIZE:
                 cache.clear()
             call = cache[rate] = (
-                self._window_key("r", rate.limit, rate.key),
+                self._rate_key(rate),
                 b"%d" % rate.count,
                 b"%d" % rate.per_ms,
                 b"%d" % bucket_width(rate.per_ms),
@@ -115,43 +124,64 @@ class RedisWindowOps(RedisBase, WindowOps):
             args += [lease.token, lease.spec.lease_ms]
         return [bool(flag) for flag in self.run_script("window_renew", keys, args)]
 
-    def _scan(self, kind: str, limit: str | None, key: str | None) -> Iterable[tuple[str, str]]:
-        """(limit, key) of every stored window or pool of ``kind`` matching the filters."""
+    def _scan(self, kind: str, limit: str | None, key: str | None) -> list[tuple[str, str, str]]:
+        """(stored key, limit, key) of every window (``r``) or pool (``c``) matching the filters, sorted."""
         prefix = self.key("window", WINDOW_GROUP, kind) + ":"
-        if limit is not None and key is not None:
+        if kind == "c" and limit is not None and key is not None:
             stored = prefix + escape_id(limit) + ":" + escape_id(key)
             with self.errors():
                 found = self.client.exists(stored)
-            return [(limit, key)] if found else []
-        pattern = _glob(prefix) + (_glob(escape_id(limit)) + ":*" if limit is not None else "*")
-        seen: set[tuple[str, str]] = set()
+            return [(stored, limit, key)] if found else []
+        pattern = _glob(prefix)
+        if limit is not None:
+            pattern += _glob(escape_id(limit)) + ":"
+            if key is not None:
+                pattern += _glob(escape_id(key)) + ":"
+        pattern += "*"
+        # Escaped ids hold no ":", so a name splits into exactly its parts:
+        # limit and key, then (rate windows) per and width.
+        parts = 4 if kind == "r" else 2
+        seen: set[tuple[str, str, str]] = set()
         with self.errors():
             for raw in self.client.scan_iter(match=pattern, count=1000):
                 name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                stored_limit, _, stored_key = name[len(prefix) :].partition(":")
-                pair = (unescape_id(stored_limit), unescape_id(stored_key))
-                if key is None or pair[1] == key:
-                    seen.add(pair)
+                fields = name[len(prefix) :].split(":")
+                if len(fields) != parts:
+                    continue  # not a key of this layout (e.g. written by an older version)
+                stored_limit, stored_key = unescape_id(fields[0]), unescape_id(fields[1])
+                if (limit is None or stored_limit == limit) and (key is None or stored_key == key):
+                    seen.add((name, stored_limit, stored_key))
         return sorted(seen)
 
+    def window_announce(self, definitions: Sequence[LimitDefinition], ttl_ms: int) -> list[list[str]]:
+        if not definitions:
+            return []
+        keys = [
+            self.key("window", WINDOW_GROUP, "d", definition.kind[0], escape_id(definition.limit))
+            for definition in definitions
+        ]
+        texts = [definition.text for definition in definitions]
+        reply = self.run_script("window_announce", keys, [int(ttl_ms), *texts])
+        return [[item.decode() if isinstance(item, bytes) else str(item) for item in row] for row in reply]
+
     def window_inspect(self, limit: str | None = None, key: str | None = None) -> list[WindowUsage]:
-        items = [("rate", pair) for pair in self._scan("r", limit, key)]
-        items += [("concurrency", pair) for pair in self._scan("c", limit, key)]
+        items = [("rate", found) for found in self._scan("r", limit, key)]
+        items += [("concurrency", found) for found in self._scan("c", limit, key)]
         usages: list[WindowUsage] = []
         for start in range(0, len(items), _INSPECT_BATCH):
             batch = items[start : start + _INSPECT_BATCH]
             keys: list[str] = []
             letters = ""
-            for kind, (name, value) in batch:
+            for kind, (stored, name, value) in batch:
                 if kind == "rate":
-                    keys.append(self._window_key("r", name, value))
+                    keys.append(stored)
                     letters += "r"
                 else:
                     keys += self._pool_keys(LeaseSpec(name, value, 0, 0))
                     letters += "c"
             reply = self.run_script("window_inspect", keys, [letters])
             now = int(reply[0])
-            for (kind, (name, value)), row in zip(batch, reply[1:], strict=True):
+            for (kind, (_, name, value)), row in zip(batch, reply[1:], strict=True):
                 used, capacity, window, next_free, resets, waiting = (int(x) for x in row)
                 if used == 0 and waiting < 0:
                     continue
@@ -169,4 +199,4 @@ class RedisWindowOps(RedisBase, WindowOps):
                         now_ms=now,
                     )
                 )
-        return sorted(usages, key=lambda u: (u.limit, u.kind, u.key))
+        return sorted(usages, key=lambda u: (u.limit, u.kind, u.key, u.window_ms))

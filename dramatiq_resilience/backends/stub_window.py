@@ -12,6 +12,7 @@ from .window import (
     DEFAULT_HOLD_ESTIMATE,
     HeldLease,
     LeaseSpec,
+    LimitDefinition,
     RateSpec,
     WindowDecision,
     WindowOps,
@@ -54,14 +55,16 @@ class _Meta:
 class StubWindowOps(StubBase, WindowOps):
     """Window state in ``self.data["window"]``; keys expire on the backend's clock."""
 
-    def _window_state(self) -> dict[str, dict[tuple[str, str], Any]]:
-        state: dict[str, dict[tuple[str, str], Any]] = self.data.setdefault(
-            "window", {"rates": {}, "pools": {}, "meta": {}}
+    def _window_state(self) -> dict[str, dict[Any, Any]]:
+        """Rate windows by (limit, key, per): a window's layout is part of its identity, as in
+        Redis; pools and their meta by (limit, key); announced definitions by (kind, limit)."""
+        state: dict[str, dict[Any, Any]] = self.data.setdefault(
+            "window", {"rates": {}, "pools": {}, "meta": {}, "definitions": {}}
         )
         return state
 
     @staticmethod
-    def _window_live(table: dict[tuple[str, str], Any], pair: tuple[str, str], now: int) -> Any:
+    def _window_live(table: dict[Any, Any], pair: tuple[Any, ...], now: int) -> Any:
         item = table.get(pair)
         if item is not None and item.expires_at <= now:
             del table[pair]
@@ -72,12 +75,11 @@ class StubWindowOps(StubBase, WindowOps):
 
     def _load_rate(self, spec: RateSpec, now: int) -> _Window:
         rates = self._window_state()["rates"]
-        pair = (spec.limit, spec.key)
         width = bucket_width(spec.per_ms)
-        window = self._window_live(rates, pair, now)
-        if window is None or window.width != width or window.per != spec.per_ms:
+        window = self._window_live(rates, (spec.limit, spec.key, spec.per_ms), now)
+        if window is None:
             window = _Window(width=width, per=spec.per_ms, count=spec.count)
-        elif window.count != spec.count:
+        elif window.count != spec.count:  # another count: the starts still count
             window.count, window.free_at = spec.count, None
         cut = (now - window.per + 1) // width
         if window.n > 0 and window.oldest is not None and window.oldest < cut:
@@ -104,7 +106,7 @@ class StubWindowOps(StubBase, WindowOps):
 
     def _save_rate(self, spec: RateSpec, window: _Window, now: int) -> None:
         rates = self._window_state()["rates"]
-        pair = (spec.limit, spec.key)
+        pair = (spec.limit, spec.key, spec.per_ms)
         if window.n == 0 and window.q is None:
             rates.pop(pair, None)
             return
@@ -247,14 +249,26 @@ class StubWindowOps(StubBase, WindowOps):
                 renewed.append(True)
             return renewed
 
+    def window_announce(self, definitions: Sequence[LimitDefinition], ttl_ms: int) -> list[list[str]]:
+        with self.atomic() as now:
+            table = self._window_state()["definitions"]
+            result = []
+            for definition in definitions:
+                announced: dict[str, int] = table.setdefault((definition.kind, definition.limit), {})
+                announced[definition.text] = now + int(ttl_ms)
+                for text in [t for t, expires in announced.items() if expires <= now]:
+                    del announced[text]
+                result.append(sorted(text for text in announced if text != definition.text))
+            return result
+
     def window_inspect(self, limit: str | None = None, key: str | None = None) -> list[WindowUsage]:
         with self.atomic() as now:
             state = self._window_state()
             usages: list[WindowUsage] = []
-            for (name, value), window in list(state["rates"].items()):
+            for (name, value, per), window in list(state["rates"].items()):
                 if (limit is not None and name != limit) or (key is not None and value != key):
                     continue
-                if self._window_live(state["rates"], (name, value), now) is None:
+                if self._window_live(state["rates"], (name, value, per), now) is None:
                     continue
                 usages.append(self._rate_usage(name, value, window, now))
             for (name, value), pool in list(state["pools"].items()):
@@ -265,7 +279,7 @@ class StubWindowOps(StubBase, WindowOps):
                 meta = self._window_live(state["meta"], (name, value), now) or _Meta()
                 usages.append(self._pool_usage(name, value, pool, meta, now))
             usages = [u for u in usages if u.used > 0 or u.waiting_until_ms is not None]
-            return sorted(usages, key=lambda u: (u.limit, u.kind, u.key))
+            return sorted(usages, key=lambda u: (u.limit, u.kind, u.key, u.window_ms))
 
     @staticmethod
     def _rate_usage(name: str, value: str, window: _Window, now: int) -> WindowUsage:

@@ -8,10 +8,21 @@ each key, the number of starts in each bucket of ``width`` ms, where
 may start at ``now`` when the buckets overlapping the window ``(now - per,
 now]`` hold fewer than ``count`` starts, the oldest partially covered bucket
 counted whole.  So no window of ``per`` ms ever holds more than ``count``
-starts (conservative), memory is bounded by ``WINDOW_BUCKETS + 2`` counters
-per key whatever ``count`` is, and a slot frees at most ``width - 1`` ms after
-an exact log would free it (1% of the window).  A start at ``now`` is counted
-until ``now``'s bucket leaves the window, at ``(bucket + 1) * width + per - 1``.
+starts (conservative), memory is bounded by ``WINDOW_BUCKETS + 1`` counters
+per key whatever ``count`` is (the buckets from ``floor((now - per + 1) /
+width)`` to ``floor(now / width)``), and a slot frees at most ``width - 1`` ms
+after an exact log would free it (1% of the window).  A start at ``now`` is
+counted until ``now``'s bucket leaves the window, at ``(bucket + 1) * width +
+per - 1``.
+
+**A window's layout is part of its identity.**  A window is stored per
+limit, key *and* ``per`` (which sets the bucket width): processes that
+disagree on a limit's ``per`` (a rolling deploy) keep separate windows, and
+each still enforces its own definition, so together they admit at most the
+sum of their counts, never an unbounded number.  Processes that disagree on
+``count`` only share the window, each admitting while it holds fewer than its
+own count: at most the larger count.  Each process announces its definitions
+(:meth:`WindowOps.window_announce`) so that a disagreement is seen and logged.
 
 **Refused messages queue on a grid.**  When a window is full, the refusal
 returns the moment a slot frees, but only for the first waiter: each key
@@ -42,6 +53,7 @@ __all__ = [
     "WINDOW_BUCKETS",
     "HeldLease",
     "LeaseSpec",
+    "LimitDefinition",
     "RateSpec",
     "WindowDecision",
     "WindowOps",
@@ -102,6 +114,21 @@ class HeldLease:
 
     token: str
     spec: LeaseSpec
+
+
+@dataclass(frozen=True)
+class LimitDefinition:
+    """How this process defines one limit, announced to the others (see :meth:`WindowOps.window_announce`).
+
+    Attributes:
+      kind: ``"rate"`` or ``"concurrency"``.
+      limit: the limit's id (its name, or ``<actor>.rate_limits[i]``).
+      text: the definition, e.g. ``"100 per 60000 ms"`` or ``"2 at once (lease 30000 ms)"``.
+    """
+
+    kind: str
+    limit: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -187,5 +214,17 @@ class WindowOps(abc.ABC):
         """Extend each held lease to ``now + lease_ms``; ``False`` for a lease no longer held."""
 
     @abc.abstractmethod
+    def window_announce(self, definitions: Sequence[LimitDefinition], ttl_ms: int) -> list[list[str]]:
+        """Record that a process uses each of ``definitions``, for ``ttl_ms``; say who disagrees.
+
+        Returns, per definition, the texts of the other definitions of the
+        same kind and limit that some process announced and whose ``ttl_ms``
+        has not run out, sorted (``[]`` when every process agrees).
+        """
+
+    @abc.abstractmethod
     def window_inspect(self, limit: str | None = None, key: str | None = None) -> list[WindowUsage]:
-        """Current use of every limit key with state (filtered by limit name and key), sorted."""
+        """Current use of every limit key with state (filtered by limit name and key), sorted.
+
+        One row per window: a limit whose processes disagree on ``per`` has one per definition.
+        """

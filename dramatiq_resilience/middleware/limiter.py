@@ -16,6 +16,7 @@ from ..errors import BackendError, InvalidMessage
 from ..limits import Concurrency, Limit
 from ..options import Option, non_negative_int, optional, validate_actor_options
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
+from .limiter_announce import Announcer
 from .limiter_leases import LeaseRenewer
 from .limiter_plan import KeyFunctionFailed, Plan, Registry, concurrency_list, limit_list, plan_for
 
@@ -39,6 +40,12 @@ class SlidingWindowLimiter(ResilienceMiddleware):
     are renewed while the message runs and released when it ends (or is
     skipped by a later middleware); a holder that dies loses its lease when
     the lease expires.
+
+    Each process announces how it defines its limits (on its first
+    decision, then once a minute; see ``limiter_announce``).  When processes
+    disagree on a limit (a rolling deploy), each keeps enforcing its own
+    definition, in its own window when their windows differ, and the
+    disagreement is logged once and announced as ``rate_limit_disagreement``.
 
     Position: before ``Retries``, after ``AgeLimit`` (``install()`` puts it
     there), so that expired messages take no budget.
@@ -87,6 +94,7 @@ class SlidingWindowLimiter(ResilienceMiddleware):
         self._plans: dict[str, Plan] = {}
         self._plans_lock = threading.Lock()
         self.renewer = LeaseRenewer(backend, self.outage, self.logger)
+        self.announcer = Announcer(backend, self.logger)
 
     # -- declaration --------------------------------------------------------------
 
@@ -94,6 +102,7 @@ class SlidingWindowLimiter(ResilienceMiddleware):
         """Register the actor's named limits; a name declared twice differently is a ConfigurationError."""
         with self._plans_lock:
             self._plans[actor.actor_name] = self._build_plan(actor.actor_name, actor.options)
+            self.announcer.forget(actor.actor_name)
 
     def _build_plan(self, actor_name: str, actor_options: dict[str, Any]) -> Plan:
         # The actor is not registered on the broker yet while it is declared.
@@ -117,7 +126,7 @@ class SlidingWindowLimiter(ResilienceMiddleware):
         if not plan.rates and not plan.pools:
             return
         try:
-            rates, pools = plan.specs(message.args, message.kwargs)
+            rates, pools = plan.specs(broker.get_actor(message.actor_name).fn, message.args, message.kwargs)
         except KeyFunctionFailed as exc:
             self.reject(
                 message,
@@ -135,6 +144,8 @@ class SlidingWindowLimiter(ResilienceMiddleware):
             self.backend_failed(broker, message, exc)
             return
         self.outage.succeeded()
+        if self.announcer.due(message.actor_name, decision.now_ms):
+            self.announcer.announce(message.actor_name, plan, decision.now_ms)
         specs: list[RateSpec | LeaseSpec] = [*rates, *pools]
         if decision.granted:
             if pools:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.window import LeaseSpec, RateSpec
+from ..arguments import Arguments, call_key
+from ..backends.window import LeaseSpec, LimitDefinition, RateSpec
 from ..errors import ConfigurationError
 from ..limits import Concurrency, Limit
 from ..options import _describe
@@ -65,28 +67,42 @@ class Plan:
     rates: tuple[tuple[_Entry, Limit], ...]
     pools: tuple[tuple[_Entry, Concurrency], ...]
 
-    def specs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[RateSpec], list[LeaseSpec]]:
-        """The specs for a message with these arguments.
+    @property
+    def definitions(self) -> tuple[LimitDefinition, ...]:
+        """How this process defines each of the actor's limits (announced to the other processes)."""
+        items: tuple[tuple[_Entry, Limit | Concurrency], ...] = (*self.rates, *self.pools)
+        return tuple(LimitDefinition(item.kind, entry.limit_id, item.describe()) for entry, item in items)
+
+    def specs(
+        self, actor_fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[list[RateSpec], list[LeaseSpec]]:
+        """The specs for a message with these arguments (key functions get them by name).
 
         Raises:
           KeyFunctionFailed: a key function raised or returned something else than a string.
         """
+        arguments = Arguments(actor_fn, args, kwargs) if self.keyed else None
         rates = [
-            RateSpec(entry.limit_id, _key(entry, args, kwargs), limit.count, limit.per)
+            RateSpec(entry.limit_id, _key(entry, arguments), limit.count, limit.per)
             for entry, limit in self.rates
         ]
         pools = [
-            LeaseSpec(entry.limit_id, _key(entry, args, kwargs), pool.n, pool.lease)
+            LeaseSpec(entry.limit_id, _key(entry, arguments), pool.n, pool.lease)
             for entry, pool in self.pools
         ]
         return rates, pools
 
+    @functools.cached_property
+    def keyed(self) -> bool:
+        """Whether any limit of the actor has a key function."""
+        return any(entry.key is not None for entry, _ in (*self.rates, *self.pools))
 
-def _key(entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    if entry.key is None:
+
+def _key(entry: _Entry, arguments: Arguments | None) -> str:
+    if entry.key is None or arguments is None:
         return ""
     try:
-        value = entry.key(*args, **kwargs)
+        value = call_key(entry.key, arguments)
     except Exception as exc:
         raise KeyFunctionFailed(
             entry.option,
@@ -110,6 +126,9 @@ def plan_for(
     """Build an actor's plan, registering its named limits in ``named``.
 
     Declaring an actor again replaces its earlier registrations.
+
+    Only this process's declarations are checked here: processes that
+    disagree (a rolling deploy) are found by the limiter's announcements.
 
     Raises:
       ConfigurationError: a named limit is declared with two definitions (by

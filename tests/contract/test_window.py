@@ -10,7 +10,15 @@ import redis
 from redis.crc import key_slot
 
 from dramatiq_resilience import BackendUnavailable, FakeClock, RedisBackend, StateBackend
-from dramatiq_resilience.backends.window import HeldLease, LeaseSpec, RateSpec, WindowUsage, bucket_width
+from dramatiq_resilience.backends.window import (
+    HeldLease,
+    LeaseSpec,
+    LimitDefinition,
+    RateSpec,
+    WindowDecision,
+    WindowUsage,
+    bucket_width,
+)
 
 T = 1_767_225_600_000  # the FakeClock's start: a multiple of every bucket width used here
 
@@ -183,17 +191,48 @@ def test_keys_and_limits_have_their_own_budgets(backend: StateBackend) -> None:
     assert not granted(backend, rate(1, 1_000, key="a:b{c}*"))
 
 
-def test_a_redefined_window_starts_afresh_but_a_new_count_keeps_the_starts(
-    backend: StateBackend, clock: FakeClock
-) -> None:
-    """Changing `per` resets the window (its buckets mean nothing); changing `count` keeps them."""
+def test_a_new_count_keeps_the_windows_starts(backend: StateBackend, clock: FakeClock) -> None:
+    """Changing `count` keeps the starts: 1 per second is full, 2 per second has one slot left."""
     assert granted(backend, rate(1, 1_000))
     assert not granted(backend, rate(1, 1_000))
     assert granted(backend, rate(2, 1_000))
     assert not granted(backend, rate(2, 1_000))
-    assert granted(backend, rate(2, 2_000))
     [usage] = backend.window_inspect()
-    assert (usage.used, usage.capacity, usage.window_ms) == (1, 2, 2_000)
+    assert (usage.used, usage.capacity, usage.window_ms) == (2, 2, 1_000)
+
+
+def test_two_definitions_of_one_limit_keep_their_own_windows_and_cannot_reset_each_other(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """Processes alternating 2 per 1 s and 2 per 2 s (a rolling deploy) admit 2 each, 4 in all, not 20."""
+    old, new = rate(2, 1_000), rate(2, 2_000)
+    admitted = [granted(backend, spec) for _ in range(10) for spec in (old, new)]
+    assert admitted.count(True) == 4
+    assert [(u.used, u.capacity, u.window_ms) for u in backend.window_inspect()] == [
+        (2, 2, 1_000),
+        (2, 2, 2_000),
+    ]
+    # Each window frees on its own definition's time.
+    clock.advance(1_009)
+    assert (granted(backend, new), granted(backend, old), granted(backend, old)) == (False, True, True)
+
+
+def test_processes_that_disagree_on_a_limit_see_each_others_definitions_until_they_expire(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """window_announce returns the other live definitions of the same kind and limit, sorted."""
+    old = LimitDefinition("rate", "stripe-api", "100 per 60000 ms")
+    new = LimitDefinition("rate", "stripe-api", "50 per 60000 ms")
+    pool_named_alike = LimitDefinition("concurrency", "stripe-api", "2 at once (lease 30000 ms)")
+    other = LimitDefinition("rate", "other", "1 per 1000 ms")
+    assert backend.window_announce([old, other], 180_000) == [[], []]
+    clock.advance(1_000)
+    assert backend.window_announce([new, pool_named_alike], 180_000) == [["100 per 60000 ms"], []]
+    assert backend.window_announce([old], 180_000) == [["50 per 60000 ms"]]
+    assert backend.window_announce([], 180_000) == []
+    # The new definition stops being announced: 180 s later nobody disagrees any more.
+    clock.advance(180_000)
+    assert backend.window_announce([old, other], 180_000) == [[], []]
 
 
 def test_concurrency_admits_n_holders_and_refuses_until_a_lease_could_end(
@@ -293,7 +332,7 @@ def test_inspect_reports_use_next_free_reset_and_waiters_with_filters(
 
 
 def test_every_window_operation_raises_backend_unavailable_when_down(down_backend: StateBackend) -> None:
-    """Acquire, release, renew and inspect all raise BackendUnavailable when the backend is down."""
+    """Acquire, release, renew, announce and inspect all raise BackendUnavailable when the backend is down."""
     with pytest.raises(BackendUnavailable):
         down_backend.window_acquire("m", [rate(1, 1_000)], [pool(1)])
     with pytest.raises(BackendUnavailable):
@@ -301,38 +340,55 @@ def test_every_window_operation_raises_backend_unavailable_when_down(down_backen
     with pytest.raises(BackendUnavailable):
         down_backend.window_renew([HeldLease("m", pool(1))])
     with pytest.raises(BackendUnavailable):
+        down_backend.window_announce([LimitDefinition("rate", "api", "1 per 1000 ms")], 1_000)
+    with pytest.raises(BackendUnavailable):
         down_backend.window_inspect()
 
 
 def test_redis_window_keys_share_one_slot_and_expire_when_idle(redis_backend: RedisBackend) -> None:
-    """Every limiter key is hash-tagged {limits}; a window lives per + width ms, a pool its lease."""
-    assert redis_backend.window_acquire("m", [rate(5, 1_000), rate(5, 60_000, limit="b")], [pool(2, 7_000)])
+    """Every limiter key is hash-tagged {limits}; a window (named with its layout) lives per + width ms."""
+    decision = redis_backend.window_acquire(
+        "m", [rate(5, 1_000), rate(5, 60_000, limit="b")], [pool(2, 7_000)]
+    )
+    assert decision == WindowDecision(granted=True, now_ms=T)
+    assert redis_backend.window_announce([LimitDefinition("rate", "b", "5 per 60000 ms")], 180_000) == [[]]
     client = redis_backend.client
     keys = sorted(k.decode() for k in client.keys(f"{redis_backend.namespace}:*"))
     ns = redis_backend.namespace
     assert keys == [
         f"{ns}:window:{{limits}}:c:slots:acme",
+        f"{ns}:window:{{limits}}:d:r:b",
         f"{ns}:window:{{limits}}:m:slots:acme",
-        f"{ns}:window:{{limits}}:r:api:acme",
-        f"{ns}:window:{{limits}}:r:b:acme",
+        f"{ns}:window:{{limits}}:r:api:acme:1000:10",
+        f"{ns}:window:{{limits}}:r:b:acme:60000:600",
     ]
     assert len({key_slot(k.encode()) for k in keys}) == 1
-    assert 1_000 < client.pttl(keys[2]) <= 1_010
-    assert 60_000 < client.pttl(keys[3]) <= 60_600
+    assert 1_000 < client.pttl(keys[3]) <= 1_010
+    assert 60_000 < client.pttl(keys[4]) <= 60_600
     assert 6_000 < client.pttl(keys[0]) <= 7_000
-    assert 13_000 < client.pttl(keys[1]) <= 14_000
+    assert 13_000 < client.pttl(keys[2]) <= 14_000
+    assert 179_000 < client.pttl(keys[1]) <= 180_000
 
 
-def test_redis_window_memory_is_bounded_whatever_the_count(
+def test_redis_window_memory_peaks_at_101_buckets_and_8_fields(
     redis_backend: RedisBackend, clock: FakeClock
 ) -> None:
-    """10 000 per minute hammered for two minutes keeps at most 100 buckets and 8 fields per key."""
-    spec = rate(10_000, 60_000)
-    for _ in range(2_400):
-        clock.advance(50)
-        redis_backend.window_acquire("m", [spec])
-    key = f"{redis_backend.namespace}:window:{{limits}}:r:api:acme"
-    assert redis_backend.client.hlen(key) <= 101 + 7
+    """One start per 10 ms bucket at 101 per second, each followed by a refusal: at most 109 fields."""
+    spec = rate(101, 1_000)
+    key = f"{redis_backend.namespace}:window:{{limits}}:r:api:acme:1000:10"
+    decisions, sizes = [], []
+    for step in range(301):
+        clock.set(T + 10 * step)
+        decisions.append(granted(redis_backend, spec))
+        sizes.append(redis_backend.client.hlen(key))
+        if step >= 100:  # the window holds 101 starts from here on: the next one waits
+            decisions.append(granted(redis_backend, spec, token="waiter"))
+            sizes.append(redis_backend.client.hlen(key))
+    assert decisions == [True] * 101 + [False] + [True, False] * 200
+    assert (max(sizes), sizes[-1]) == (109, 109)
+    fields = sorted(name.decode() for name in redis_backend.client.hkeys(key))
+    assert [name for name in fields if not name.isdigit()] == ["c", "e", "n", "o", "p", "q", "t", "w"]
+    assert len([name for name in fields if name.isdigit()]) == 101
     assert int(redis_backend.client.memory_usage(key) or 0) < 4_096
 
 

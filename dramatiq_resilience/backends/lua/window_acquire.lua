@@ -3,6 +3,8 @@
 --
 -- KEYS: R rate-window hashes, then C pairs (lease sorted set, pool meta hash).
 --   All share the {limits} hash tag, so any combination fits one script.
+--   A window's name ends with its layout (...:r:<limit>:<key>:<per>:<width>),
+--   so two definitions of one limit never share a window.
 -- ARGV[1]: now in milliseconds, or "" for Redis TIME (see _prelude.lua).
 -- ARGV[2]: the token naming leases (the message id).
 -- ARGV[3]: R.  ARGV[4]: C.
@@ -20,12 +22,18 @@
 -- A window admits at `now` while buckets >= floor((now - per + 1) / width)
 -- hold fewer than `count`: every start in (now - per, now] is in them, so no
 -- window of `per` ms can exceed `count` (the oldest bucket counts whole).
+-- Memory: buckets below that floor are dropped before anything is added, so a
+-- hash holds at most per / width + 1 <= 101 buckets and 8 other fields (109).
 -- Pool: sorted set token -> lease expiry (ms); meta "h" average hold (ms),
 -- "q" waiter horizon, "n"/"l" the definition.
 --
 -- Race closed: checking and taking happen in one script, so two workers can
 -- never both take the last start of a window or the last slot of a pool, and
--- a message refused by one limit takes nothing from the others.
+-- a message refused by one limit takes nothing from the others.  Processes
+-- that disagree on a limit (a rolling deploy) cannot reset each other's
+-- window: another `per` is another key, and another `count` shares the
+-- window's starts (each admits below its own count), so admission stays
+-- bounded by the sum (or the larger) of their counts.
 
 local now = now_ms()
 local token = ARGV[2]
@@ -117,7 +125,8 @@ local function load_rate(i)
     }
     local f = redis.call("HMGET", s.key, "w", "p", "c", "n", "o", "t", "q", "e")
     if tonumber(f[1]) ~= s.width or tonumber(f[2]) ~= s.per then
-        -- New, or the window was redefined: old buckets mean nothing now.
+        -- New (the layout is part of the key, so no other definition wrote
+        -- here); anything without the layout's fields is debris: start afresh.
         if f[1] or f[4] then
             redis.call("DEL", s.key)
         end
@@ -132,6 +141,8 @@ local function load_rate(i)
         if tonumber(f[3]) == s.count then
             s.e = tonumber(f[8]) or false
         else
+            -- Another count (changed, or another process's definition): the
+            -- starts still count; only the cached slot-free moment is stale.
             s.fresh = true
         end
     end
