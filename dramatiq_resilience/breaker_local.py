@@ -18,6 +18,11 @@ A healthy (closed) breaker costs no Redis round trip per message:
   the cached state of a breaker when another process changed it, and sends
   batches that waited too long.  When its connection was lost it drops every
   cached state, since notices may have been missed, and reconnects by itself.
+  Its connection is tracked by an outage log of its own: pub/sub working says
+  nothing about scripts working, and the other way round.  A malformed notice
+  is logged and skipped (every cached state is dropped: it may have been a
+  transition), any other error is logged and survived, and :meth:`start`
+  restarts a listener thread that died anyway.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .backends.breaker import (
     FORCED_OPEN,
     OPEN,
     BreakerDecision,
+    BreakerSubscription,
     BreakerTransition,
     ppm,
 )
@@ -54,6 +60,8 @@ RECONNECT_DELAY = 500
 #: Milliseconds the listener waits for notices before it looks at old batches
 #: (waiting costs no Redis command: it is a select() on the pub/sub socket).
 LISTEN_TICK = 100
+
+logger = logging.getLogger(__name__)
 
 
 class MonotonicClock:
@@ -115,9 +123,10 @@ class _Process:
     origin: str = field(default_factory=lambda: f"{os.getpid()}:{uuid.uuid4().hex[:12]}")
     offset: int = 0  # backend ms minus local ms
     thread: threading.Thread | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # the current thread's; one per thread
     ready: threading.Event = field(default_factory=threading.Event)
     known: dict[str, BreakerDecision] = field(default_factory=dict)
+    listener_errors: int = 0  # unexpected listener errors in a row (logged once per streak)
 
 
 class LocalBreakers:
@@ -132,7 +141,10 @@ class LocalBreakers:
       describe: ``describe(name)`` gives the registry info of a breaker.
       on_transition: called with ``(transition, local)`` for transitions this
         process made (``local=True``) and for notices of others' (``False``).
-      outage: where backend errors of the listener are logged.
+      outage: where backend errors of scripts (checks, records, flushes) are
+        logged; shared with the middleware.  Only a script's success ends it.
+      listener_outage: where errors of the notice subscription are logged
+        (default: a log of its own, component ``"CircuitBreaker notice listener"``).
     """
 
     def __init__(
@@ -146,6 +158,7 @@ class LocalBreakers:
         describe: Callable[[str], dict[str, Any]] = lambda name: {},
         on_transition: Callable[[BreakerTransition, bool], None] = lambda transition, local: None,
         outage: OutageLog | None = None,
+        listener_outage: OutageLog | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock or MonotonicClock()
@@ -154,7 +167,8 @@ class LocalBreakers:
         self.flush_ms = flush_ms
         self.describe = describe
         self.on_transition = on_transition
-        self.outage = outage or OutageLog("CircuitBreaker", logging.getLogger(__name__))
+        self.outage = outage or OutageLog("CircuitBreaker", logger)
+        self.listener_outage = listener_outage or OutageLog("CircuitBreaker notice listener", logger)
         self._process = _Process()
 
     @property
@@ -224,7 +238,8 @@ class LocalBreakers:
         """Record one call's ``outcome`` (``success``, ``failure`` or ``ignored``), at local ``now``.
 
         A probe's outcome goes to the backend at once (an ignored probe
-        releases its permit); other outcomes are batched.
+        releases its permit; a slow one fails the probe when the breaker
+        counts slow calls); other outcomes are batched.
 
         Raises:
           BackendError: the backend failed (the batch is dropped).
@@ -234,6 +249,7 @@ class LocalBreakers:
                 name,
                 settings=settings,
                 epoch=epoch,
+                slow=int(slow),
                 probe=probe,
                 probe_outcome="release" if outcome == "ignored" else outcome,
                 origin=self._local.origin,
@@ -302,8 +318,8 @@ class LocalBreakers:
         )
         self._learn(name, decision)
 
-    def flush(self, *, older_than_ms: int = 0) -> None:
-        """Send every batch (or only those whose first outcome is ``older_than_ms`` old).
+    def flush(self, *, older_than_ms: int = 0) -> int:
+        """Send every batch (or only those whose first outcome is ``older_than_ms`` old); return how many.
 
         Raises:
           BackendError: the backend failed (the remaining batches are kept).
@@ -322,6 +338,7 @@ class LocalBreakers:
                     for unsent_name, unsent in batches[index:]:
                         local.batches.setdefault(unsent_name, unsent)
                 raise
+        return len(batches)
 
     # -- what the backend said --------------------------------------------------------
 
@@ -369,16 +386,21 @@ class LocalBreakers:
     # -- the listener -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the notice listener in this process, once."""
+        """Start the notice listener in this process; again if its thread died."""
         local = self._local
-        if local.thread is not None:
+        thread = local.thread
+        if thread is not None and thread.is_alive():
             return
         with local.lock:
-            if local.thread is not None:
+            thread = local.thread
+            if thread is not None and thread.is_alive():
                 return
-            local.stop.clear()
+            if thread is not None:
+                logger.warning("The breaker notice listener thread had died; starting it again.")
+            # A fresh event per thread: a thread that stop() gave up waiting for keeps its own set.
+            stop = local.stop = threading.Event()
             local.thread = threading.Thread(
-                target=self._listen, args=(local,), name="dramatiq-resilience-breakers", daemon=True
+                target=self._listen, args=(local, stop), name="dramatiq-resilience-breakers", daemon=True
             )
             local.thread.start()
 
@@ -401,33 +423,68 @@ class LocalBreakers:
         local.thread = None
         local.ready.clear()
 
-    def _listen(self, local: _Process) -> None:
+    def _listen(self, local: _Process, stop: threading.Event) -> None:
         tick = max(10, min(self.flush_ms, LISTEN_TICK))
-        subscription = self.backend.breaker_subscribe()
+        subscription: BreakerSubscription | None = None
         try:
-            while not local.stop.is_set():
+            while not stop.is_set():
                 try:
-                    notices = subscription.poll(tick)
-                    self.outage.succeeded()
-                except BackendError as exc:
+                    if subscription is None:
+                        subscription = self.backend.breaker_subscribe()
+                    self._listen_once(local, stop, subscription, tick)
+                except Exception:
+                    # Not an outage (those are BackendError, handled inside): a bug or
+                    # a reply we do not understand.  Notices may have been lost, so
+                    # the cache goes; the subscription starts afresh.
                     local.ready.clear()
-                    self.outage.failed(exc, action="run messages on the state it knew")
                     self.forget_cache()
-                    local.stop.wait(RECONNECT_DELAY / 1000)
-                    continue
-                if notices.resubscribed:
-                    self.forget_cache()
-                    local.ready.set()
-                for transition in notices.transitions:
-                    self._notice(local, transition)
-                try:
-                    self.flush(older_than_ms=self.flush_ms)
-                except BackendError as exc:
-                    self.outage.failed(exc, action="keep its batched outcomes")
-        except Exception:
-            logging.getLogger(__name__).exception("The breaker notice listener failed; it stopped.")
+                    local.listener_errors += 1
+                    if local.listener_errors == 1:
+                        logger.exception(
+                            "The breaker notice listener failed; it dropped the cached breaker states and "
+                            "goes on. Further failures are counted, not logged, until it works again."
+                        )
+                    if subscription is not None:
+                        subscription.close()
+                        subscription = None
+                    stop.wait(RECONNECT_DELAY / 1000)
         finally:
-            subscription.close()
+            if subscription is not None:
+                subscription.close()
+
+    def _listen_once(
+        self, local: _Process, stop: threading.Event, subscription: BreakerSubscription, tick: int
+    ) -> None:
+        """One round of the listener: wait ``tick`` ms for notices, apply them, send old batches."""
+        try:
+            notices = subscription.poll(tick)
+        except BackendError as exc:
+            local.ready.clear()
+            self.listener_outage.failed(exc, action="trust cached breaker states for at most cache_ms")
+            self.forget_cache()
+            stop.wait(RECONNECT_DELAY / 1000)
+            return
+        self.listener_outage.succeeded()
+        if local.listener_errors:
+            logger.info("The breaker notice listener works again after %d failures.", local.listener_errors)
+            local.listener_errors = 0
+        if notices.resubscribed:
+            self.forget_cache()
+            local.ready.set()
+        if notices.malformed:
+            self.forget_cache()  # a notice we cannot read may have been a transition
+            for problem in notices.malformed:
+                logger.warning(
+                    "Skipping a malformed breaker notice (every cached breaker state was dropped): %s",
+                    problem,
+                )
+        for transition in notices.transitions:
+            self._notice(local, transition)
+        try:
+            if self.flush(older_than_ms=self.flush_ms):
+                self.outage.succeeded()
+        except BackendError as exc:
+            self.outage.failed(exc, action="keep its batched outcomes")
 
     def _notice(self, local: _Process, transition: BreakerTransition) -> None:
         if transition.origin == local.origin:

@@ -269,7 +269,9 @@ def announce_transition(transition: BreakerTransition, log: logging.Logger | Non
     """Log a transition made by this process and emit its ``breaker_transition`` event."""
     log = log or logger
     t = transition
-    if t.to_state == OPEN and t.from_state == HALF_OPEN:
+    if t.to_state == OPEN and t.reason == "probe_slow":
+        log.warning("Circuit %r reopened for %d ms: a probe was slow.", t.breaker, t.cooldown_ms)
+    elif t.to_state == OPEN and t.from_state == HALF_OPEN:
         log.warning("Circuit %r reopened for %d ms: a probe failed.", t.breaker, t.cooldown_ms)
     elif t.to_state == OPEN and t.reason == "slow_call_rate":
         log.warning(

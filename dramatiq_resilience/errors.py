@@ -24,6 +24,7 @@ __all__ = [
     "CircuitOpen",
     "CircuitOpenOnSend",
     "ConfigurationError",
+    "CorruptDedupRecord",
     "CorruptRecord",
     "DeferralFailed",
     "Deferred",
@@ -222,6 +223,23 @@ class IdempotencyConflict(Rejected):
     reason = "idempotency_conflict"
     key: str
     existing_message_id: str
+
+
+class CorruptDedupRecord(Rejected):
+    """A message's deduplication record is unusable (e.g. its Redis key holds another type).
+
+    Not an outage: waiting would not repair it.  The message is dead-lettered
+    without running; once the record is deleted (``dramatiq-resilience dedup
+    forget KEY``) it can be requeued from the dead letters.
+
+    Attributes:
+      key: the deduplication key.
+      problem: what is wrong with its record.
+    """
+
+    reason = "corrupt_record"
+    key: str
+    problem: str
 
 
 class DuplicateMessage(ResilienceError, MiddlewareError):

@@ -20,7 +20,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, Middleware, SkipMessage
 
 import dramatiq_resilience as dr
-from dramatiq_resilience.backends.breaker import BreakerTransition
+from dramatiq_resilience.backends.breaker import BreakerNotices, BreakerSubscription, BreakerTransition
 
 COOLDOWN = 30_000
 JITTER = 5_000  # the largest deferral jitter
@@ -864,3 +864,308 @@ def test_a_forked_process_starts_afresh(clock: dr.FakeClock, monkeypatch: pytest
     child = local._local
     assert child is not parent
     assert (child.batches, child.thread, child.origin == parent.origin) == ({}, None, False)
+
+
+def test_a_slow_probe_reopens_a_breaker_opened_by_slow_calls(h: Harness) -> None:
+    """Opened by slow calls: a slow successful probe reopens it (cooldown doubled); a fast one closes it."""
+    breaker = h.install(consecutive_failures=None, failure_rate=None, min_calls=2)
+
+    @dramatiq.actor(max_retries=0, breaker_slow_call_ms=100, breaker_slow_call_rate=0.5)
+    def call(ms: int) -> None:
+        h.clock.advance(ms)
+
+    h.start()
+    h.run(call, 150)
+    h.run(call, 150)
+    h.clock.advance(COOLDOWN)
+    h.run(call, 150)  # the probe: it succeeds, slowly
+    status = breaker.status("call")
+    assert (status.state, status.rounds, status.retry_after_ms) == ("open", 1, 2 * COOLDOWN)
+    h.clock.advance(2 * COOLDOWN)
+    h.run(call, 20)
+    assert h.transitions() == [
+        ("closed", "open", "slow_call_rate"),
+        ("open", "half_open", "cooldown_elapsed"),
+        ("half_open", "open", "probe_slow"),
+        ("open", "half_open", "cooldown_elapsed"),
+        ("half_open", "closed", "probes_succeeded"),
+    ]
+    assert [(e["slow"], e["probe"]) for e in h.events["breaker_call"]] == [
+        (True, False),
+        (True, False),
+        (True, True),
+        (False, True),
+    ]
+    assert breaker.status("call").state == "closed"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("soon", "'soon'"), (0, "0"), (-5, "-5"), (True, "True"), ([1_000], "[1000]")]
+)
+def test_a_bad_time_limit_option_dead_letters_the_message(h: Harness, value: Any, shown: str) -> None:
+    """A non-numeric or non-positive time_limit option dead-letters with InvalidMessage, cached or not."""
+    h.install(cache_ms=3_600_000)
+    ran: list[int] = []
+
+    @dramatiq.actor(max_retries=3)
+    def call(n: int) -> None:
+        ran.append(n)
+
+    h.start()
+    h.run(call, 0)  # the breaker's state is now cached for an hour
+    call.send_with_options(args=(1,), time_limit=value)
+    call.send_with_options(args=(2,), time_limit=None)  # unset: the actor's limit
+    h.settle()
+    assert sorted(ran) == [0, 2]
+    [rejected] = h.events["message_rejected"]
+    error = rejected["error"]
+    assert isinstance(error, dr.InvalidMessage)
+    assert (rejected["reason"], error.actor_name, error.option) == ("invalid_message", "call", "time_limit")
+    assert (
+        str(error)
+        == f"Actor 'call', option 'time_limit': must be a positive number of milliseconds, got {shown}"
+    )
+    assert [m.args for m in h.broker.dead_letters] == [(1,)]
+
+
+def test_a_bad_time_limit_is_refused_when_the_backend_is_asked(h: Harness) -> None:
+    """cache_ms=0: the probe lease is derived from time_limit for the check; a bad one dead-letters."""
+    h.install(cache_ms=0)
+    ran: list[int] = []
+
+    @dramatiq.actor(max_retries=0, time_limit="10 s")
+    def call(n: int) -> None:
+        ran.append(n)
+
+    h.start()
+    h.run(call, 0)
+    assert ran == []
+    [rejected] = h.events["message_rejected"]
+    assert str(rejected["error"]) == (
+        "Actor 'call', option 'time_limit': must be a positive number of milliseconds, got '10 s'"
+    )
+
+
+class ScriptedSubscription(BreakerSubscription):
+    """Each poll runs the next step (a callable returning notices, or raising); the last sets ``stop``."""
+
+    def __init__(self, steps: list[Callable[[], BreakerNotices]], stop: threading.Event) -> None:
+        self.steps, self.stop, self.closed = list(steps), stop, False
+
+    def poll(self, timeout_ms: int) -> BreakerNotices:
+        step = self.steps.pop(0)
+        if not self.steps:
+            self.stop.set()
+        return step()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def notices(*transitions: BreakerTransition, resubscribed: bool = False, malformed: tuple[str, ...] = ()):
+    """A step answering these notices."""
+    return lambda: BreakerNotices(list(transitions), resubscribed=resubscribed, malformed=list(malformed))
+
+
+def after(action: Callable[[], Any]) -> Callable[[], BreakerNotices]:
+    """A step that runs ``action`` (while "polling"), then answers no notices."""
+
+    def step() -> BreakerNotices:
+        action()
+        return BreakerNotices([])
+
+    return step
+
+
+def raising(error: BaseException, before: Callable[[], Any] = lambda: None) -> Callable[[], BreakerNotices]:
+    """A step that runs ``before``, then raises ``error``."""
+
+    def step() -> BreakerNotices:
+        before()
+        raise error
+
+    return step
+
+
+def listen(
+    monkeypatch: pytest.MonkeyPatch, local: Any, stop: threading.Event, *subscriptions: ScriptedSubscription
+) -> None:
+    """Run the listener loop in this thread over ``subscriptions`` (one per subscription) until stopped."""
+    queue = list(subscriptions)
+    local.stop()  # the worker's listener thread: a process has one listener
+    monkeypatch.setattr(local, "start", lambda: None)
+    monkeypatch.setattr("dramatiq_resilience.breaker_local.RECONNECT_DELAY", 0)
+    monkeypatch.setattr(local.backend, "breaker_subscribe", lambda: queue.pop(0))
+    local._listen(local._local, stop)
+
+
+def backend_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The outage lines logged, up to their first parenthesis or "after" (the rest varies)."""
+    lines = [r.getMessage() for r in caplog.records if "its state backend" in r.getMessage()]
+    return [line.split(" (")[0].split(" after ")[0] for line in lines]
+
+
+def test_script_errors_while_pub_sub_works_are_one_outage(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checks failing while the listener polls fine: one warning, and one "back" line once a check works."""
+    backend = dr.StubBackend(clock=h.clock)
+    breaker = h.install(backend=backend, cache_ms=0)
+    ran: list[int] = []
+
+    @dramatiq.actor(max_retries=0)
+    def call(n: int) -> None:
+        ran.append(n)
+
+    h.start()
+    caplog.set_level(logging.INFO)
+    original = backend.breaker_check
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        raise dr.BackendError("Redis failed: OOM command not allowed when used memory > 'maxmemory'")
+
+    monkeypatch.setattr(backend, "breaker_check", oom)
+    stop = threading.Event()
+    steps = [notices(resubscribed=True)]
+    for n in range(3):  # a failing check, then the listener polls successfully, five times
+        steps += [after(lambda n=n: h.run(call, n)), *[notices()] * 5]
+    listen(monkeypatch, breaker.local, stop, ScriptedSubscription(steps, stop))
+    assert backend_lines(caplog) == ["CircuitBreaker cannot reach its state backend"]
+    monkeypatch.setattr(backend, "breaker_check", original)
+    h.run(call, 3)
+    assert ran == [0, 1, 2, 3]
+    assert backend_lines(caplog) == [
+        "CircuitBreaker cannot reach its state backend",
+        "CircuitBreaker reached its state backend again",
+    ]
+    assert caplog.records[-1].getMessage().endswith(" milliseconds and 3 errors.")
+
+
+def test_pub_sub_errors_are_the_listeners_own_outage(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription failing while checks work: one listener warning, one recovery, nothing from checks."""
+    breaker = h.install(cache_ms=0)
+    ran: list[int] = []
+
+    @dramatiq.actor(max_retries=0)
+    def call(n: int) -> None:
+        ran.append(n)
+
+    h.start()
+    caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    down = dr.BackendUnavailable("Redis is unavailable: Connection reset by peer")
+    steps = [raising(down, before=lambda n=n: h.run(call, n)) for n in range(3)]
+    steps.append(notices(resubscribed=True))
+    listen(monkeypatch, breaker.local, stop, ScriptedSubscription(steps, stop))
+    assert ran == [0, 1, 2]
+    assert backend_lines(caplog) == [
+        "CircuitBreaker notice listener cannot reach its state backend",
+        "CircuitBreaker notice listener reached its state backend again",
+    ]
+    assert breaker.local.wait_listening(0)
+
+
+def test_a_malformed_notice_and_an_unexpected_error_do_not_stop_the_listener(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad notice is logged, skipped and drops the cache; a bug is logged once and survived."""
+    heard: list[tuple[str, bool]] = []
+    breaker = h.install(
+        cache_ms=3_600_000, on_state_change=[lambda t, local: heard.append((t.reason, local))]
+    )
+    local, settings = breaker.local, dr.BreakerSettings()
+    cached: list[bool] = []
+
+    def check() -> BreakerNotices:
+        local.check("b", settings, member="m", lease_ms=1_000)
+        return BreakerNotices([])
+
+    def look() -> BreakerNotices:
+        cached.append(local.cached("b") is not None)
+        return BreakerNotices([])
+
+    bad = "b'not json' (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"
+    forced = BreakerTransition("b", "closed", "forced_open", "forced_open", 0, 0, 0, 1, 0, origin="api:x")
+    caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    subscriptions = [
+        ScriptedSubscription(
+            [notices(resubscribed=True), check, look, notices(malformed=(bad,)), look, check, look],
+            threading.Event(),
+        ),
+        ScriptedSubscription([raising(RuntimeError("a bug"))], threading.Event()),
+        ScriptedSubscription([raising(RuntimeError("the same bug"))], threading.Event()),
+        ScriptedSubscription([notices(resubscribed=True), check, look, notices(forced), look], stop),
+    ]
+    subscriptions[0].steps.append(raising(KeyError("from_state")))
+    listen(monkeypatch, local, stop, *subscriptions)
+    assert cached == [True, False, True, True, False]
+    assert heard == [("forced_open", False)]
+    assert [s.closed for s in subscriptions] == [True, True, True, True]
+    lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name == "dramatiq_resilience.breaker_local"
+    ]
+    assert lines == [
+        ("WARNING", f"Skipping a malformed breaker notice (every cached breaker state was dropped): {bad}"),
+        (
+            "ERROR",
+            "The breaker notice listener failed; it dropped the cached breaker states and goes on. "
+            "Further failures are counted, not logged, until it works again.",
+        ),
+        ("INFO", "The breaker notice listener works again after 3 failures."),
+    ]
+
+
+def test_the_redis_subscription_skips_malformed_notices(redis_url: str, namespace: str) -> None:
+    """Notices that are not JSON, or lack fields, are reported as malformed; the valid one still comes."""
+    backend = dr.RedisBackend(url=redis_url, namespace=namespace)
+    subscription = backend.breaker_subscribe()
+    try:
+        assert subscription.poll(0).resubscribed is True
+        valid = BreakerTransition("b", "closed", "forced_open", "forced_open", 0, 0, 0, 1, 5, origin="api:x")
+        for data in ("not json", '{"breaker": "b"}', "[1]", valid.to_json()):
+            backend.client.publish(backend.breaker_channel(), data)
+        received: list[BreakerTransition] = []
+        malformed: list[str] = []
+        for _ in range(50):
+            polled = subscription.poll(100)
+            received += polled.transitions
+            malformed += polled.malformed
+            if received:
+                break
+        assert received == [valid]
+        assert malformed == [
+            "b'not json' (JSONDecodeError: Expecting value: line 1 column 1 (char 0))",
+            "b'{\"breaker\": \"b\"}' (missing field 'from_state')",
+            "b'[1]' (TypeError: list indices must be integers or slices, not str)",
+        ]
+    finally:
+        subscription.close()
+        backend.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the killing, on purpose
+def test_start_restarts_a_listener_thread_that_died(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener thread killed by something it could not catch is started again by start()."""
+    breaker = h.install()
+    local = breaker.local
+    real = h.backend.breaker_subscribe
+    dying = ScriptedSubscription([raising(KeyboardInterrupt())], threading.Event())
+    queue: list[Any] = [dying]
+    monkeypatch.setattr(h.backend, "breaker_subscribe", lambda: queue.pop(0) if queue else real())
+    local.start()
+    thread = local._local.thread
+    assert thread is not None
+    thread.join(5)
+    assert (local.listening, dying.closed) == (False, True)
+    caplog.set_level(logging.WARNING)
+    local.start()
+    assert local.wait_listening(5)
+    assert local.listening is True
+    assert local._local.thread is not thread
+    assert "The breaker notice listener thread had died; starting it again." in caplog.messages
+    local.stop()

@@ -33,12 +33,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 def test_four_processes_run_exactly_one_probe_per_half_open_round(
     dramatiq_processes: Callable[..., DramatiqProcess], redis_url: str, namespace: str, cache_ms: int
 ) -> None:
-    """4 dramatiq processes, a failing dependency, 5 consecutive failures, probes=1.
+    """4 dramatiq processes x 4 threads, a failing dependency, 5 consecutive failures, probes=1.
 
-    Every call records its start in Redis.  Asserted: exactly one call runs
-    per half-open round cluster-wide, over several failed rounds and the one
-    that closes it; with caching off, no call is admitted after the trip (by
-    the backend's clock, checks being serialized with the trip's script);
+    Every call records its start in Redis with the breaker's epoch at that
+    moment.  Asserted: exactly one call is admitted per half-open round
+    cluster-wide (the probe), over several failed rounds and the one that
+    closes it; with caching off, exactly 0 calls are admitted after the trip,
+    and every call that started after it was admitted before it (see below);
     every message runs exactly once, none is dead-lettered because it was
     deferred, and no retry is spent on a deferral.
     """
@@ -77,35 +78,48 @@ def test_four_processes_run_exactly_one_probe_per_half_open_round(
     assert [t.reason for t in ends][-1] == "probes_succeeded"
     assert all(t.reason == "probe_failed" for t in ends[:-1])
     assert [t.cooldown_ms for t in ends[:3]] == [600, 1_200, 1_200]
-    closed_at = ends[-1].at_ms
+    close = ends[-1]
 
-    # Exactly one call per half-open round, cluster-wide: the probe.
+    # Exactly one call per half-open round, cluster-wide: the probe.  Rounds are
+    # told apart by epoch (every transition increments it), not by milliseconds.
     for opened, end in zip(rounds, ends, strict=True):
-        probes = [c for c in calls if c["probe"] and opened.at_ms <= c["started_ms"] <= end.at_ms]
-        others = [c for c in calls if not c["probe"] and opened.at_ms <= c["started_ms"] < end.at_ms]
-        assert (len(probes), others) == (1, []), (opened, end)
-        if probes[0]["admitted_ms"] is not None:
-            assert opened.at_ms <= probes[0]["admitted_ms"] <= end.at_ms
+        admitted = [c for c in calls if c["epoch"] == opened.epoch]
+        assert [c["probe"] for c in admitted] == [True], (opened, end)
+        assert opened.at_ms <= admitted[0]["admitted_ms"] <= end.at_ms
+        assert [c for c in calls if not c["probe"] and c["started_epoch"] == opened.epoch] == []
     assert sum(1 for c in calls if c["probe"]) == len(rounds)
 
-    # Calls after the trip (until it closed): admitted by a backend check that
-    # ran after the trip's script (checks and the trip are serialized scripts,
-    # so a check at the trip's millisecond that admitted a call ran before it),
-    # and, less strictly, calls that merely started after it (in flight).
-    admitted_after = [
-        c
-        for c in calls
-        if not c["probe"] and c["admitted_ms"] is not None and trip.at_ms < c["admitted_ms"] < closed_at
-    ]
-    started_after = [c for c in calls if not c["probe"] and trip.at_ms < c["started_ms"] < closed_at]
+    # "After the trip" means after the breaker_record script that opened it, in
+    # Redis's order of commands: a call admitted by a check in epoch >= the
+    # trip's ran its check after that script; a call whose start (read in one
+    # MULTI with the epoch) saw epoch >= the trip's started after it.  Until it
+    # closed, only probes may be admitted (the cache admits in the epoch it
+    # knew, before the trip), so no other call is admitted in those epochs.
+    window = range(trip.epoch, close.epoch)
+    admitted_after = [c for c in calls if not c["probe"] and c["epoch"] in window]
+    started_after = [c for c in calls if not c["probe"] and c["started_epoch"] in window]
+    by_cache = [c for c in started_after if c["admitted_ms"] is None]
     print(
         f"\ncache_ms={cache_ms}: {len(calls)} calls, {len(failed)} failed before it closed, "
-        f"{len(rounds)} half-open rounds, {len(rounds)} probes; after the trip: "
-        f"{len(admitted_after)} admitted by the backend, {len(started_after)} started (admitted before it, "
-        f"or by a process cache)"
+        f"{len(rounds)} half-open rounds, {len(rounds)} probes; after the trip: {len(admitted_after)} "
+        f"admitted, {len(started_after)} started ({len(by_cache)} admitted by a process's cache, "
+        f"{len(started_after) - len(by_cache)} admitted by the backend before the trip, in flight)"
     )
+    assert admitted_after == []
     if cache_ms == 0:
-        assert admitted_after == []
+        # With caching off, 0 calls are *admitted* after the trip: every admission
+        # is a check serialized with the trip's script.  0 calls *started* after it
+        # cannot be promised: a call whose check ran just before the trip (the
+        # breaker closed) may reach the actor's body just after it, and an admitted
+        # call cannot be recalled.  Their number is not fixed (it is the calls in
+        # flight at that moment), at most processes x threads - 1 = 15 (the thread
+        # whose failure tripped it is recording, not starting).  Their outcomes
+        # carry the old epoch and are dropped.  What holds, asserted exactly: each
+        # was admitted by the backend, in the epoch before the trip, at or before it.
+        assert by_cache == []
+        assert {c["epoch"] for c in started_after} <= {trip.epoch - 1}
+        assert all(c["admitted_ms"] <= trip.at_ms for c in started_after)
+        assert len(started_after) <= 4 * 4 - 1
 
 
 @pytest.fixture

@@ -706,3 +706,118 @@ def test_deduplication_after_retries_is_a_configuration_error(stub_backend: dr.S
 
         @dramatiq.actor(broker=broker)
         def job() -> None: ...
+
+
+@pytest.mark.parametrize(("value", "shown"), [("10 s", "'10 s'"), (0, "0"), (float("inf"), "inf")])
+def test_a_bad_time_limit_option_dead_letters_the_message(
+    stub_broker: StubBroker, stub_worker: Worker, stub_backend: dr.StubBackend, value: Any, shown: str
+) -> None:
+    """The lease comes from time_limit: a bad one dead-letters with InvalidMessage; no key is claimed."""
+    install(stub_broker, stub_backend)
+    runs: list[int] = []
+
+    @dramatiq.actor(dedup_key=lambda n: f"job:{n}", max_retries=3)
+    def job(n: int) -> None:
+        runs.append(n)
+
+    job.send_with_options(args=(1,), time_limit=value)
+    job.send_with_options(args=(2,), time_limit=None)  # unset: the default limit
+    join(stub_broker, stub_worker)
+    assert runs == [2]
+    [dead] = stub_broker.dead_letters
+    error = dead._exception
+    assert isinstance(error, dr.InvalidMessage)
+    assert (error.actor_name, error.option, dead.args) == ("job", "time_limit", (1,))
+    assert (
+        str(error)
+        == f"Actor 'job', option 'time_limit': must be a positive number of milliseconds, got {shown}"
+    )
+    assert stub_backend.dedup_inspect("job:1") is None
+
+
+def test_a_corrupt_record_dead_letters_the_message_instead_of_deferring_it(
+    stub_broker: StubBroker,
+    stub_worker: Worker,
+    redis_backend: dr.RedisBackend,
+    seen: list[dr.Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record someone SET to a string: dead-lettered naming the key, no outage; forget, requeue, it runs."""
+    dedup = install(stub_broker, redis_backend)  # type: ignore[arg-type]
+    runs: list[str] = []
+
+    @dramatiq.actor(dedup_key=lambda order_id: f"charge:{order_id}", max_retries=3)
+    def charge(order_id: str) -> None:
+        runs.append(order_id)
+
+    record = redis_backend.dedup_record_key(KEY)
+    redis_backend.client.set(record, "oops")
+    message = charge.send("order-1")
+    join(stub_broker, stub_worker)
+    assert runs == []
+    [dead] = stub_broker.dead_letters
+    error = dead._exception
+    assert isinstance(error, dr.errors.CorruptDedupRecord)
+    assert (error.key, error.actor_name, error.message_id) == (KEY, "charge", message.message_id)
+    assert str(error) == (
+        f"The record of deduplication key {KEY!r} (Redis key {record!r}) holds a string, not a hash; message "
+        f"{message.message_id!r} of actor 'charge' was dead-lettered without running. Delete the record "
+        f"(dramatiq-resilience dedup forget {KEY!r}), then requeue the message from the dead letters."
+    )
+    rejected = [e for e in seen if e.name == "message_rejected"]
+    assert [e["reason"] for e in rejected] == ["corrupt_record"]
+    assert not any(e.name in ("message_deferred", "backend_error") for e in seen)
+    assert not any("cannot reach its state backend" in m for m in caplog.messages)
+
+    assert dedup.forget(KEY) is None  # deletes the string
+    stub_broker.enqueue(dead._message.copy(options={}))
+    join(stub_broker, stub_worker)
+    assert runs == ["order-1"]
+    completed = redis_backend.dedup_inspect(KEY)
+    assert completed is not None and completed.state == "completed"
+
+
+def test_a_record_corrupted_while_the_actor_runs_is_not_settled_forever(
+    stub_broker: StubBroker,
+    stub_worker: Worker,
+    redis_backend: dr.RedisBackend,
+    seen: list[dr.Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The completion finds a string record: one error line, no background retries, no outage."""
+    install(stub_broker, redis_backend)  # type: ignore[arg-type]
+    record = redis_backend.dedup_record_key(KEY)
+
+    @dramatiq.actor(dedup_key=lambda order_id: f"charge:{order_id}")
+    def charge(order_id: str) -> None:
+        redis_backend.client.set(record, "oops")
+
+    charge.send("order-1")
+    join(stub_broker, stub_worker)
+    assert [e.name for e in seen if e.name.startswith("dedup_")] == ["dedup_claimed", "dedup_corrupt"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"Could not complete deduplication key {KEY!r} of message {seen[0]['message_id']!r}: The record of "
+        f"deduplication key {KEY!r} (Redis key {record!r}) holds a string, not a hash."
+    ]
+    assert not any("cannot reach its state backend" in m for m in caplog.messages)
+
+
+def test_a_unique_send_over_a_corrupt_record_is_sent_and_then_dead_lettered(
+    stub_broker: StubBroker, stub_worker: Worker, redis_backend: dr.RedisBackend, seen: list[dr.Event]
+) -> None:
+    """Unique send over a string record: it is sent (no outage), then processing dead-letters it."""
+    install(stub_broker, redis_backend, on_enqueue_backend_error="refuse")  # type: ignore[arg-type]
+    runs: list[str] = []
+
+    @dramatiq.actor(dedup_key=lambda order_id: f"charge:{order_id}", dedup_on_enqueue=True)
+    def charge(order_id: str) -> None:
+        runs.append(order_id)
+
+    redis_backend.client.set(redis_backend.dedup_record_key(KEY), "oops")
+    message = charge.send("order-1")
+    join(stub_broker, stub_worker)
+    assert runs == []
+    assert [m.message_id for m in stub_broker.dead_letters] == [message.message_id]
+    assert [e.name for e in seen if e.name.startswith("dedup_")] == ["dedup_unreserved", "dedup_corrupt"]
+    assert not any(e.name == "backend_error" for e in seen)

@@ -186,3 +186,28 @@ def test_committed_claims_are_not_renewed_nor_spun_on(renewer: LeaseRenewer, clo
     time.sleep(0.2)
     assert backend.renewals == []
     assert renewer._next_wait() == 1.0  # idle, not 0: the thread sleeps
+
+
+def test_a_settlement_over_a_corrupt_record_is_given_up_not_retried(
+    renewer: LeaseRenewer, clock: dr.FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A background settlement that meets a corrupt record logs one error and stops; no outage."""
+    backend = dr.StubBackend(clock=clock)
+    claim = held(backend, "k", lease_ms=60_000)
+    attempts: list[int] = []
+
+    def complete() -> bool:
+        attempts.append(1)
+        raise dr.CorruptRecord("The record of deduplication key 'k' holds a str, not a mapping", key="k")
+
+    renewer.settle_later(claim, complete, "complete deduplication key 'k' of message 'm-k'")
+    wait_until(lambda: renewer.active == 0)
+    renewer.stop()
+    assert attempts == [1]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            "Could not complete deduplication key 'k' of message 'm-k': The record of deduplication key "
+            "'k' holds a str, not a mapping.",
+        )
+    ]

@@ -93,7 +93,8 @@ class BreakerTransition:
       breaker: the breaker's name.
       from_state, to_state: one of :data:`STATES`.
       reason: ``consecutive_failures``, ``failure_rate``, ``slow_call_rate``,
-        ``cooldown_elapsed``, ``probe_failed``, ``probes_succeeded``,
+        ``cooldown_elapsed``, ``probe_failed``, ``probe_slow`` (a probe that
+        succeeded but was slow, with slow calls counted), ``probes_succeeded``,
         ``forced_open``, ``forced_closed`` or ``reset``.
       cooldown_ms: how long the breaker stays open (0 unless it opened).
       failures, calls: what tripped it (failures or slow calls among calls),
@@ -247,10 +248,14 @@ class BreakerNotices:
       resubscribed: the subscription was (re)established by this poll, so
         notices published while it was down may have been missed: callers
         drop everything they cached.
+      malformed: notices that could not be read (skipped), each described
+        with what was wrong; callers drop everything they cached, since one
+        may have been a transition.
     """
 
     transitions: list[BreakerTransition]
     resubscribed: bool = False
+    malformed: list[str] = field(default_factory=list)
 
 
 class BreakerSubscription(abc.ABC):
@@ -261,7 +266,8 @@ class BreakerSubscription(abc.ABC):
         """Wait up to ``timeout_ms`` milliseconds for notices.
 
         Raises ``BackendUnavailable`` when the connection is lost; the next
-        poll reconnects (and says so with ``resubscribed``).
+        poll reconnects (and says so with ``resubscribed``).  A notice that
+        cannot be read is skipped and reported in ``malformed``, never raised.
         """
 
     @abc.abstractmethod
@@ -313,9 +319,13 @@ class BreakerOps(abc.ABC):
         backend time of the batch's latest success, or 0), applied only if the
         breaker is still closed in ``epoch``; or the outcome of one probe
         (``probe`` = its member, ``probe_outcome`` one of ``success``,
-        ``failure``, ``release``), applied only if its permit is still held.
-        Failures are stamped with the backend's time; a success resets the
-        consecutive streak of failures stamped before it.
+        ``failure``, ``release``; ``slow`` > 0 if it was slow), applied only
+        if its permit is still held.  When the settings count slow calls
+        (``slow_call_ms`` set), a slow successful probe fails the round like a
+        failed one (reason ``probe_slow``), as resilience4j's half-open state
+        judges the slow-call rate too.  Failures are stamped with the
+        backend's time; a success resets the consecutive streak of failures
+        stamped before it.
         """
 
     @abc.abstractmethod

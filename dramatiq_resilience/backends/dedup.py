@@ -208,6 +208,10 @@ class DedupOps(abc.ABC):
     """Deduplication operations.  ``key`` is the user's deduplication key.
 
     Every write refreshes ``expires_at``; an expired record counts as absent.
+    A record that is not one (on Redis, a key of another type) is a data
+    error: every operation raises :class:`CorruptRecord` naming the key,
+    except ``dedup_renew`` (not held: ``False``) and ``dedup_forget`` (deletes
+    it and returns ``None``).
     """
 
     @abc.abstractmethod

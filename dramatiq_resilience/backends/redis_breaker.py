@@ -74,6 +74,14 @@ def _transition(value: Any) -> BreakerTransition | None:
     return BreakerTransition.from_json(text) if text else None
 
 
+def _malformed(data: Any, exc: Exception) -> str:
+    """What was wrong with an unreadable notice, for the log (its text clipped to 200 characters)."""
+    text = repr(data)
+    clipped = text if len(text) <= 200 else text[:197] + "..."
+    problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return f"{clipped} ({problem})"
+
+
 class _RedisSubscription(BreakerSubscription):
     """A pub/sub connection on the notice channel, re-established after errors.
 
@@ -91,7 +99,8 @@ class _RedisSubscription(BreakerSubscription):
         self.reconnected = True
 
     def poll(self, timeout_ms: int) -> BreakerNotices:
-        transitions = []
+        transitions: list[BreakerTransition] = []
+        malformed: list[str] = []
         try:
             with self.ops.errors():
                 resubscribed = False
@@ -106,7 +115,10 @@ class _RedisSubscription(BreakerSubscription):
                 message = self.pubsub.get_message(timeout=max(0, timeout_ms) / 1000)
                 while message is not None:
                     if message.get("type") == "message":
-                        transitions.append(BreakerTransition.from_json(message["data"]))
+                        try:
+                            transitions.append(BreakerTransition.from_json(message["data"]))
+                        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                            malformed.append(_malformed(message.get("data"), exc))
                     message = self.pubsub.get_message(timeout=0)
                 if self.reconnected:
                     self.reconnected = False
@@ -114,7 +126,7 @@ class _RedisSubscription(BreakerSubscription):
         except Exception:
             self.close()
             raise
-        return BreakerNotices(transitions, resubscribed=resubscribed)
+        return BreakerNotices(transitions, resubscribed=resubscribed, malformed=malformed)
 
     def close(self) -> None:
         pubsub, self.pubsub = self.pubsub, None

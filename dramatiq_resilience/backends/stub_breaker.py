@@ -247,12 +247,15 @@ class StubBreakerOps(StubBase, BreakerOps):
             )
 
     def _settle_probe(
-        self, step: _Step, settings: BreakerSettings, probe: str, outcome: str
+        self, step: _Step, settings: BreakerSettings, probe: str, outcome: str, slow: bool
     ) -> BreakerTransition | None:
         """A probe's outcome, if its permit is still held (see breaker_record.lua)."""
         state = step.state
         if state["state"] != HALF_OPEN or step.record["probes"].pop(probe, None) is None:
             return None
+        reason = "probe_failed"
+        if outcome == "success" and slow and _counts_slow(settings):
+            outcome, reason = "failure", "probe_slow"
         if outcome == "success":
             state["probe_successes"] += 1
             if state["probe_successes"] >= settings.required_successes:
@@ -261,9 +264,7 @@ class StubBreakerOps(StubBase, BreakerOps):
         elif outcome == "failure":
             rounds = state["rounds"] + 1
             state.update(rounds=rounds, cooldown=min(settings.cooldown * 2**rounds, settings.cooldown_max))
-            return self._transition(
-                step, OPEN, "probe_failed", failures=1, calls=state["probe_successes"] + 1
-            )
+            return self._transition(step, OPEN, reason, failures=1, calls=state["probe_successes"] + 1)
         return None
 
     def _count(
@@ -320,7 +321,7 @@ class StubBreakerOps(StubBase, BreakerOps):
             applied = False
             if probe:
                 applied = state["state"] == HALF_OPEN and probe in step.record["probes"]
-                transition = self._settle_probe(step, settings, probe, probe_outcome)
+                transition = self._settle_probe(step, settings, probe, probe_outcome, slow > 0)
             elif state["state"] in (CLOSED, FORCED_CLOSED) and state["epoch"] == epoch:
                 applied = True
                 totals, transition = self._count(
@@ -407,6 +408,11 @@ class StubBreakerOps(StubBase, BreakerOps):
         with self.lock:
             self._subscriptions().append(weakref.ref(subscription))
         return subscription
+
+
+def _counts_slow(settings: BreakerSettings) -> bool:
+    """Whether slow calls count (``slow_call_ms`` and a rate set), as ARGV[9] > 0 tells the scripts."""
+    return settings.slow_call_ms is not None and ppm(settings.slow_call_rate) > 0
 
 
 def _trip_reason(settings: BreakerSettings, streak: int, window: dict[str, Any]) -> tuple[str, int, int]:

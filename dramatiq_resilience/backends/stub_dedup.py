@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import CorruptRecord
 from .dedup import (
     ClaimResult,
     DedupOps,
@@ -30,9 +31,18 @@ class StubDedupOps(StubBase, DedupOps):
         return self.data.setdefault("dedup", {})
 
     def _live(self, key: str, now: int) -> dict[str, Any] | None:
-        """The record of ``key`` unless it expired (an expired one is dropped)."""
+        """The record of ``key`` unless it expired (an expired one is dropped).
+
+        Raises:
+          CorruptRecord: the record is not a mapping (as Redis answers WRONGTYPE).
+        """
         records = self._records()
         record = records.get(key)
+        if record is not None and not isinstance(record, dict):
+            raise CorruptRecord(
+                f"The record of deduplication key {key!r} holds a {type(record).__name__}, not a mapping",
+                key=key,
+            )
         if record is not None and record["expires_at"] <= now:
             del records[key]
             record = None
@@ -107,7 +117,10 @@ class StubDedupOps(StubBase, DedupOps):
         with self.atomic() as now:
             answers = []
             for request in requests:
-                record = self._live(request.key, now)
+                try:
+                    record = self._live(request.key, now)
+                except CorruptRecord:
+                    record = None  # holds no claim, as on Redis
                 held = (
                     record is not None
                     and record["state"] == "in_progress"
@@ -215,7 +228,10 @@ class StubDedupOps(StubBase, DedupOps):
 
     def dedup_forget(self, key: str) -> DedupRecord | None:
         with self.atomic() as now:
-            record = self._live(key, now)
+            try:
+                record = self._live(key, now)
+            except CorruptRecord:
+                record = None  # deleted all the same, as on Redis
             self._records().pop(key, None)
             return None if record is None else record_from_fields(key, record)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any, ClassVar, NoReturn
 
 from dramatiq.broker import Broker
 from dramatiq.logging import get_logger
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, TimeLimit
 
 from ..backends.base import StateBackend
 from ..deferral import announce_rejection, defer
@@ -15,11 +16,14 @@ from ..errors import BackendError, ConfigurationError, InvalidMessage, Rejected
 from ..options import Option, choice, lookup, milliseconds, validate_actor_options
 from ..outage import OutageLog
 
-__all__ = ["DEFAULT_BACKEND_RETRY_DELAY", "ResilienceMiddleware", "scratch"]
+__all__ = ["DEFAULT_BACKEND_RETRY_DELAY", "DEFAULT_TIME_LIMIT", "ResilienceMiddleware", "scratch"]
 
 #: Milliseconds a message waits when ``on_backend_error="defer"`` and the
 #: backend is unreachable.
 DEFAULT_BACKEND_RETRY_DELAY = 5_000
+
+#: Dramatiq's ``TimeLimit`` default in milliseconds, used when the broker has none.
+DEFAULT_TIME_LIMIT = 600_000
 
 _on_backend_error = choice("allow", "defer")
 
@@ -144,6 +148,38 @@ class ResilienceMiddleware(Middleware):
             default=getattr(self, spec.attr),
             actor_name=actor.actor_name,
         )
+
+    def time_limit(self, broker: Broker, message: Any) -> int:
+        """The time limit Dramatiq gives ``message``, in milliseconds.
+
+        Its ``time_limit`` option, else its actor's, else the ``TimeLimit``
+        middleware's (600 000 without one); ``None`` counts as unset.  A value
+        that is not a positive number rejects the message
+        (:class:`InvalidMessage`): Dramatiq's ``TimeLimit`` would swallow the
+        error and run it without a limit, and every retry would carry it.
+        """
+        actor = broker.get_actor(message.actor_name)
+        for options in (message.options, actor.options):
+            value = options.get("time_limit")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                text = repr(value)
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                problem = f"must be a positive number of milliseconds, got {shown}"
+                self.reject(
+                    message,
+                    InvalidMessage(
+                        f"Actor {message.actor_name!r}, option 'time_limit': {problem}",
+                        actor_name=message.actor_name,
+                        message_id=message.message_id,
+                        option="time_limit",
+                        problem=problem,
+                    ),
+                )
+            return math.ceil(value)
+        limiter = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
+        return math.ceil(limiter.time_limit) if limiter is not None else DEFAULT_TIME_LIMIT
 
     def actor_option(self, broker: Broker, actor_name: str, name: str) -> Any:
         """Resolve option ``name`` for an actor (actor > default), without a message."""

@@ -8,7 +8,6 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
 from dramatiq.logging import get_logger
-from dramatiq.middleware import TimeLimit
 
 from .. import events
 from ..backends.base import StateBackend
@@ -47,9 +46,6 @@ DEFAULT_FLUSH_MS = 1_000
 
 #: Milliseconds added to the actor's time limit to lease a probe permit.
 PROBE_LEASE_GRACE = 5_000
-
-#: Dramatiq's default time limit in milliseconds (when no TimeLimit middleware says otherwise).
-_DEFAULT_TIME_LIMIT = 600_000
 
 StateListener = Callable[[BreakerTransition, bool], None]
 
@@ -245,15 +241,14 @@ class CircuitBreaker(ResilienceMiddleware):
     # -- the hooks --------------------------------------------------------------------
 
     def _probe_lease(self, broker: Broker, message: Any) -> int:
+        """Milliseconds a probe permit is leased: ``breaker_probe_lease``, else the time limit + 5 000.
+
+        A bad ``breaker_probe_lease`` or ``time_limit`` rejects the message.
+        """
         lease: int | None = self.option(broker, message, "breaker_probe_lease")
         if lease is not None:
             return lease
-        actor = broker.get_actor(message.actor_name)
-        limit = message.options.get("time_limit") or actor.options.get("time_limit")
-        if limit is None:
-            time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
-            limit = time_limit.time_limit if time_limit is not None else _DEFAULT_TIME_LIMIT
-        return int(limit) + PROBE_LEASE_GRACE
+        return self.time_limit(broker, message) + PROBE_LEASE_GRACE
 
     def _breaker_of(self, broker: Broker, message: Any) -> str | None:
         """The breaker a message goes through: its own ``breaker`` option, else its actor's (cached)."""
@@ -270,11 +265,16 @@ class CircuitBreaker(ResilienceMiddleware):
         if name is None:
             return
         settings = self.config.settings(name)
+        lease: int | None = None
+        if "time_limit" in message.options or "breaker_probe_lease" in message.options:
+            # Checked whatever the cache says, so that a bad value is refused every time.
+            lease = self._probe_lease(broker, message)
         admission = self.local.cached(name)
         if admission is None:
             self.local.start()
-            try:
+            if lease is None:
                 lease = self._probe_lease(broker, message)
+            try:
                 admission = self.local.check(name, settings, member=message.message_id, lease_ms=lease)
             except BackendError as exc:
                 self.backend_failed(broker, message, exc)

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from dramatiq.broker import Broker
 from dramatiq.common import q_name
-from dramatiq.middleware import Retries, TimeLimit
+from dramatiq.middleware import Retries
 
 from ..backends.base import StateBackend
 from ..backends.dedup import DedupRecord
 from ..deferral import deferral_count
-from ..errors import BackendError, ConfigurationError, DuplicateSkipped, IdempotencyConflict, InvalidMessage
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    CorruptDedupRecord,
+    CorruptRecord,
+    DuplicateSkipped,
+    IdempotencyConflict,
+    InvalidMessage,
+)
 from ..options import Option, boolean, choice, milliseconds, optional, positive_int
 from .base import DEFAULT_BACKEND_RETRY_DELAY, ResilienceMiddleware, scratch
 from .dedup_claims import Claim, new_token, set_current
@@ -41,9 +49,6 @@ DEFAULT_MAX_LEASE = 60_000
 
 #: The shortest lease derived from an actor's time limit, in milliseconds.
 DEFAULT_MIN_LEASE = 1_000
-
-#: Dramatiq's ``TimeLimit`` default, in milliseconds, used when the broker has none.
-DEFAULT_TIME_LIMIT = 600_000
 
 #: The first deferral of a duplicate whose key is in progress, in milliseconds;
 #: it doubles with each deferral.
@@ -156,7 +161,6 @@ class Deduplication(ResilienceMiddleware):
         )
         self.check_defaults()
         self.unique = UniqueEnqueue(self)
-        self._time_limit: tuple[Broker, int] | None = None  # the broker's TimeLimit default, looked up once
         self._actor_options: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         self.settle = Settlement(self)
 
@@ -201,19 +205,16 @@ class Deduplication(ResilienceMiddleware):
             )
 
     def lease_for(self, broker: Broker, message: Any, options: dict[str, Any] | None = None) -> int:
-        """The lease of ``message`` in milliseconds: ``dedup_lease``, or derived from its time limit."""
-        lease: int | None = (options or self.options_for(broker, message))["dedup_lease"]
+        """The lease of ``message`` in milliseconds: ``dedup_lease``, or derived from its time limit.
+
+        A bad ``dedup_lease`` or ``time_limit`` message option rejects the message.
+        """
+        lease: int | None = (options if options is not None else self.options_for(broker, message))[
+            "dedup_lease"
+        ]
         if lease is not None:
             return lease
-        actor = broker.get_actor(message.actor_name)
-        limit = message.options.get("time_limit") or actor.options.get("time_limit")
-        if not limit:
-            if self._time_limit is None or self._time_limit[0] is not broker:
-                limiter = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
-                default = limiter.time_limit if limiter is not None else DEFAULT_TIME_LIMIT
-                self._time_limit = (broker, int(default))
-            limit = self._time_limit[1]
-        return int(min(max(limit, DEFAULT_MIN_LEASE), DEFAULT_MAX_LEASE))
+        return min(max(self.time_limit(broker, message), DEFAULT_MIN_LEASE), DEFAULT_MAX_LEASE)
 
     def busy_delay_for(self, message: Any, retry_after_ms: int) -> int:
         """Milliseconds to defer a duplicate whose key is in progress (jitter is added on top).
@@ -252,6 +253,8 @@ class Deduplication(ResilienceMiddleware):
                 ttl_ms=ttl,
                 payload=payload,
             )
+        except CorruptRecord as exc:
+            self.reject_corrupt(message, key, exc)
         except BackendError as exc:
             self.backend_failed(broker, message, exc)
             return
@@ -358,6 +361,26 @@ class Deduplication(ResilienceMiddleware):
         self.unique.after_enqueue(broker, message, delay)
 
     # -- helpers -----------------------------------------------------------------
+
+    def reject_corrupt(self, message: Any, key: str, error: CorruptRecord) -> NoReturn:
+        """Dead-letter ``message``: its key's record is unusable, which waiting would not repair.
+
+        Not an outage (nothing is deferred or logged as one); nothing is lost
+        either: once the record is forgotten the message can be requeued.
+        """
+        emit_for("dedup_corrupt", message, key=key, error=error)
+        self.reject(
+            message,
+            CorruptDedupRecord(
+                f"{error}; message {message.message_id!r} of actor {message.actor_name!r} was dead-lettered "
+                f"without running. Delete the record (dramatiq-resilience dedup forget {key!r}), then "
+                "requeue the message from the dead letters.",
+                actor_name=message.actor_name,
+                message_id=message.message_id,
+                key=key,
+                problem=str(error),
+            ),
+        )
 
     def _key(self, message: Any, spec: Any, arguments: Arguments) -> str | None:
         try:

@@ -28,7 +28,13 @@ from dramatiq.common import q_name
 from dramatiq.errors import ActorNotFound
 
 from ..enqueue import is_producer_send
-from ..errors import BackendError, ConfigurationError, DuplicateMessage, UniqueEnqueueUnavailable
+from ..errors import (
+    BackendError,
+    ConfigurationError,
+    CorruptRecord,
+    DuplicateMessage,
+    UniqueEnqueueUnavailable,
+)
 from .dedup_keys import Arguments, compute_key, fingerprint, pack_message, unpack_message
 from .dedup_settle import emit_for
 
@@ -90,6 +96,17 @@ class UniqueEnqueue:
                 payload=payload,
                 message=pack_message(message),
             )
+        except CorruptRecord as exc:
+            # A data error, not an outage: send it.  Processing dead-letters it
+            # (nothing runs, nothing is lost) until the record is forgotten.
+            middleware.logger.error(
+                "Message %r of actor %r is sent without a unique-enqueue reservation: %s.",
+                message.message_id,
+                message.actor_name,
+                exc,
+            )
+            emit_for("dedup_unreserved", message, key=key, error=exc)
+            return
         except BackendError as exc:
             self._backend_failed(message, key, exc)
             return
@@ -138,6 +155,11 @@ class UniqueEnqueue:
         key, ttl = reservation
         try:
             self.middleware.backend.dedup_confirm(key, message_id=message.message_id, ttl_ms=ttl)
+        except CorruptRecord as exc:
+            self.middleware.logger.error(
+                "Could not confirm the reservation of %r: %s.", message.message_id, exc
+            )
+            return
         except BackendError as exc:
             # The reservation times out after reservation_timeout; processing-time
             # deduplication still holds for the message.

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends.dedup import RenewRequest
-from ..errors import BackendError
+from ..errors import BackendError, CorruptRecord
 from ..outage import OutageLog
 from .dedup_claims import Claim
 
@@ -211,6 +211,11 @@ class LeaseRenewer:
         for settlement in pending:
             try:
                 settlement.action()
+            except CorruptRecord as exc:
+                # A data error, not an outage: retrying would fail the same way forever.
+                logger.error("Could not %s: %s.", settlement.what, exc)
+                self.discard(settlement.claim)
+                continue
             except BackendError as exc:
                 self.outage.failed(exc, action="retry settling claims")
                 ok = False

@@ -15,7 +15,7 @@ from dramatiq.broker import Broker
 from dramatiq.common import q_name
 
 from .. import events
-from ..errors import BackendError
+from ..errors import BackendError, CorruptRecord
 from .dedup_claims import Claim
 from .dedup_keys import Arguments, compute_key
 from .dedup_renewer import lease_renewer
@@ -35,6 +35,11 @@ def emit_for(name: str, message: Any, **fields: Any) -> None:
         message_id=message.message_id,
         **fields,
     )
+
+
+def what(claim: Claim, verb: str) -> str:
+    """``verb`` ("complete", "release") applied to ``claim``, for logs."""
+    return f"{verb} deduplication key {claim.key!r} of message {claim.message_id!r}"
 
 
 class Settlement:
@@ -116,10 +121,15 @@ class Settlement:
         renewer.discard(claim)  # before acting: a renewal racing the settlement must not cry "lost"
         try:
             action()
+        except CorruptRecord as exc:
+            # Someone overwrote the record while the actor ran: there is no claim left
+            # to settle, and retrying would not change that.  Not an outage.
+            self.middleware.logger.error("Could not %s: %s.", what(claim, verb), exc)
+            emit_for("dedup_corrupt", message, key=claim.key, error=exc)
+            return
         except BackendError as exc:
             self.middleware.outage.failed(exc, action="settle claims in the background")
-            what = f"{verb} deduplication key {claim.key!r} of message {claim.message_id!r}"
-            renewer.settle_later(claim, action, what)
+            renewer.settle_later(claim, action, what(claim, verb))
             emit_for("dedup_settle_retrying", message, key=claim.key, action=verb)
             return
         self.middleware.outage.succeeded()

@@ -3,10 +3,13 @@
 Environment: ``TEST_REDIS_URL``, ``TEST_NAMESPACE``, ``TEST_CACHE_MS`` (the
 breaker's ``cache_ms``), ``TEST_COOLDOWN`` (ms).  The dependency is up while
 ``{namespace}:dependency`` is ``up``.  Every call appends a JSON record to
-``{namespace}:calls``: its number, pid, the Redis time it started, the
-backend time it was admitted (``null`` when the process's cache admitted it),
-whether it was a probe, its epoch, its ``retries`` and ``deferrals``, and
-whether the dependency was up (``ok``).
+``{namespace}:calls``: its number, pid, the Redis time it started and the
+breaker's epoch at that moment (read together in one MULTI, so "started
+after the trip" is decided by Redis's own order of commands, not by
+milliseconds), the backend time it was admitted (``null`` when the
+process's cache admitted it), whether it was a probe, the epoch it was
+admitted in, its ``retries`` and ``deferrals``, and whether the dependency
+was up (``ok``).
 """
 
 from __future__ import annotations
@@ -50,12 +53,18 @@ def call(n: int) -> None:
     message = CurrentMessage.get_current_message()
     assert message is not None
     taken = scratch(message, "breaker")["call"]
-    seconds, micros = client.time()
-    up = client.get(f"{NAMESPACE}:dependency") == b"up"
+    # One transaction: no breaker script runs between reading the time and the epoch.
+    pipe = client.pipeline(transaction=True)
+    pipe.time()
+    pipe.hget(f"{NAMESPACE}:breaker:{{dependency}}:state", "epoch")
+    pipe.get(f"{NAMESPACE}:dependency")
+    (seconds, micros), started_epoch, dependency = pipe.execute()
+    up = dependency == b"up"
     record = {
         "n": n,
         "pid": os.getpid(),
         "started_ms": int(seconds) * 1000 + int(micros) // 1000,
+        "started_epoch": int(started_epoch),
         "admitted_ms": taken.admitted_at,
         "probe": taken.probe,
         "epoch": taken.epoch,

@@ -489,3 +489,72 @@ def test_a_batch_after_the_cooldown_reports_no_negative_wait(backend: StateBacke
     clock.advance(45_000)
     decision = fail(backend, epoch=0, n=1)
     assert (decision.state, decision.applied, decision.retry_after_ms, decision.slow) == ("open", False, 0, 0)
+
+
+SLOW = BreakerSettings(
+    slow_call_ms=100, slow_call_rate=0.5, failure_rate=None, consecutive_failures=None, min_calls=4
+)
+
+
+def test_a_slow_probe_fails_the_round_when_slow_calls_count(backend: StateBackend, clock: FakeClock) -> None:
+    """Slow calls counted: a slow but successful probe reopens it (probe_slow, cooldown doubled)."""
+    opened = backend.breaker_record("b", settings=SLOW, epoch=0, calls=4, slow=4).transition
+    assert opened is not None and opened.reason == "slow_call_rate"
+    clock.advance(30_000)
+    assert check(backend, "p1", SLOW).probe
+    decision = backend.breaker_record(
+        "b", settings=SLOW, epoch=2, slow=1, probe="p1", probe_outcome="success"
+    )
+    assert (decision.state, decision.epoch, decision.applied, decision.retry_after_ms) == (
+        "open",
+        3,
+        True,
+        60_000,
+    )
+    assert decision.transition == BreakerTransition(
+        breaker="b",
+        from_state="half_open",
+        to_state="open",
+        reason="probe_slow",
+        cooldown_ms=60_000,
+        failures=1,
+        calls=1,
+        epoch=3,
+        at_ms=T0 + 30_000,
+        half_open_at_ms=T0 + 90_000,
+    )
+    assert backend.breaker_status("b", settings=SLOW).rounds == 1
+    clock.advance(60_000)
+    assert check(backend, "p2", SLOW).probe
+    fast = backend.breaker_record("b", settings=SLOW, epoch=4, probe="p2", probe_outcome="success")
+    assert fast.transition is not None
+    assert (fast.state, fast.transition.reason) == ("closed", "probes_succeeded")
+
+
+def test_a_slow_probe_is_a_success_when_slow_calls_do_not_count(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """Without slow_call_ms, a probe reported slow closes the breaker like any success."""
+    trip(backend)
+    clock.advance(30_000)
+    assert check(backend, "p").probe
+    decision = backend.breaker_record(
+        "b", settings=DEFAULT, epoch=2, slow=1, probe="p", probe_outcome="success"
+    )
+    assert decision.transition is not None
+    assert (decision.state, decision.transition.reason) == ("closed", "probes_succeeded")
+
+
+def test_a_slow_failed_probe_is_a_failed_probe(backend: StateBackend, clock: FakeClock) -> None:
+    """A probe that failed and was slow reopens with reason probe_failed."""
+    opened = backend.breaker_record("b", settings=SLOW, epoch=0, calls=4, slow=4)
+    assert opened.state == "open"
+    clock.advance(30_000)
+    assert check(backend, "p", SLOW).probe
+    decision = backend.breaker_record("b", settings=SLOW, epoch=2, slow=1, probe="p", probe_outcome="failure")
+    assert decision.transition is not None
+    assert (decision.state, decision.transition.reason, decision.retry_after_ms) == (
+        "open",
+        "probe_failed",
+        60_000,
+    )

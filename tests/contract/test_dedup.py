@@ -6,6 +6,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import redis
 from redis.crc import key_slot
 
 from dramatiq_resilience import BackendUnavailable, FakeClock, RedisBackend, StateBackend
@@ -382,3 +383,105 @@ def test_dedup_operations_raise_backend_unavailable_when_down(down_backend: Stat
     for call in calls:
         with pytest.raises(BackendUnavailable):
             call()
+
+
+def corrupt(backend: StateBackend, key: str = "k") -> str:
+    """Overwrite ``key``'s record with a string (as a stray ``SET`` would); return the expected problem."""
+    if isinstance(backend, RedisBackend):
+        record = backend.dedup_record_key(key)
+        backend.client.set(record, "oops")
+        return f"The record of deduplication key {key!r} (Redis key {record!r}) holds a string, not a hash"
+    backend.data.setdefault("dedup", {})[key] = "oops"  # type: ignore[attr-defined]
+    return f"The record of deduplication key {key!r} holds a str, not a mapping"
+
+
+def test_a_record_of_another_type_is_a_corrupt_record(backend: StateBackend) -> None:
+    """Every operation on a record of another type raises CorruptRecord naming the key; renew: not held."""
+    problem = corrupt(backend)
+    calls = [
+        lambda: claim(backend),
+        lambda: backend.dedup_complete("k", token="t1", ttl_ms=DAY),
+        lambda: backend.dedup_release("k", token="t1", message_id="m1", forget=False, ttl_ms=DAY),
+        lambda: backend.dedup_reserve("k", message_id="m1", actor_name="a", timeout_ms=1_000),
+        lambda: backend.dedup_confirm("k", message_id="m1", ttl_ms=DAY),
+        lambda: backend.dedup_inspect("k"),
+        lambda: backend.dedup_commit("k", token="t1", ttl_ms=DAY, writes=lambda tx: None),
+    ]
+    for call in calls:
+        with pytest.raises(CorruptRecord) as raised:
+            call()
+        assert (str(raised.value), raised.value.key) == (problem, "k")
+    claim(backend, key="other", token="t2")
+    renewals = [RenewRequest("k", "t1", 1_000, DAY), RenewRequest("other", "t2", 1_000, DAY)]
+    assert backend.dedup_renew(renewals) == [False, True]
+
+
+def test_forget_deletes_a_corrupt_record(backend: StateBackend) -> None:
+    """forget deletes a record of another type (reporting none), so the key can be claimed again."""
+    corrupt(backend)
+    assert backend.dedup_forget("k") is None
+    assert backend.dedup_inspect("k") is None
+    assert claim(backend).outcome == "claimed"
+
+
+class RoundTrips:
+    """Counts the requests a redis-py client writes to its sockets (one per round trip)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def counting(connection: Any, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            original(connection, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def test_round_trips_of_claim_commit_and_renewal(
+    redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim costs 1 round trip, a commit 2, a renewal of every claim 1 (3 once, after a script flush)."""
+    claim(redis_backend, key="a", token="ta")
+    claim(redis_backend, key="b", token="tb")
+    requests = [RenewRequest("a", "ta", 1_000, DAY), RenewRequest("b", "tb", 1_000, DAY)]
+    redis_backend.dedup_renew(requests)  # scripts loaded, connections open
+    trips = RoundTrips(monkeypatch)
+    assert claim(redis_backend, key="c", token="tc").outcome == "claimed"
+    assert trips.take() == 1
+    assert redis_backend.dedup_renew(requests) == [True, True]
+    assert trips.take() == 1
+    effect = f"{redis_backend.namespace}:effect:{{c}}"
+    assert redis_backend.dedup_commit("c", token="tc", ttl_ms=DAY, writes=lambda tx: tx.incr(effect)) is True
+    assert trips.take() == 2
+    redis_backend.client.script_flush()
+    trips.take()
+    assert redis_backend.dedup_renew(requests) == [True, True]
+    assert trips.take() == 3  # the pipeline, SCRIPT LOAD, the pipeline again
+    assert redis_backend.client.get(effect) == b"1"
+    record = redis_backend.dedup_inspect("c")
+    assert record is not None and record.state == "completed"
+
+
+def test_commit_works_after_a_script_flush(redis_backend: RedisBackend) -> None:
+    """The completion inside MULTI cannot fail with NOSCRIPT after the writes (a restart, SCRIPT FLUSH)."""
+    claim(redis_backend)
+    redis_backend.client.script_flush()
+    effect = f"{redis_backend.namespace}:effect:{{k}}"
+    assert redis_backend.dedup_commit("k", token="t1", ttl_ms=DAY, writes=lambda tx: tx.incr(effect)) is True
+    record = redis_backend.dedup_inspect("k")
+    assert record is not None
+    assert (record.state, redis_backend.client.get(effect)) == ("completed", b"1")
+
+
+def test_commit_of_an_expired_claim_writes_nothing(redis_backend: RedisBackend, clock: FakeClock) -> None:
+    """A claim whose record expired on the backend's clock commits nothing and answers False."""
+    claim(redis_backend, ttl_ms=5_000)
+    clock.advance(6_000)
+    effect = f"{redis_backend.namespace}:effect:{{k}}"
+    assert redis_backend.dedup_commit("k", token="t1", ttl_ms=DAY, writes=lambda tx: tx.incr(effect)) is False
+    assert redis_backend.client.get(effect) is None

@@ -2,7 +2,8 @@
 --
 -- KEYS, shared ARGV: see _breaker.lua.
 -- ARGV[15]: epoch in which the calls were admitted.
--- ARGV[16], ARGV[17], ARGV[18]: calls, failures, slow calls of a batch.
+-- ARGV[16], ARGV[17], ARGV[18]: calls, failures, slow calls of a batch
+--           (for a probe, ARGV[18] > 0 says it was slow).
 -- ARGV[19]: time (ms) of the batch's latest success, or 0.
 -- ARGV[20]: probe member ("" for a batch); ARGV[21]: probe outcome
 --           ("success", "failure" or "release").
@@ -18,7 +19,10 @@
 -- failures that came after it).
 -- A probe outcome counts only while its permit is held: a success adds to the
 -- round's successes (enough of them close the breaker), a failure reopens it
--- with the cooldown doubled (capped), a release frees the permit.
+-- with the cooldown doubled (capped), a release frees the permit.  With slow
+-- calls counted (ARGV[9] > 0), a slow success is a failed probe (reason
+-- "probe_slow"): a breaker opened by the slow-call rate must not close on a
+-- call that was slow again (resilience4j judges half-open calls the same way).
 --
 -- Race closed: two processes recording the failure that reaches a threshold.
 -- Counting and the decision happen in one step, so the breaker opens exactly
@@ -37,6 +41,10 @@ local totals = {calls = 0, failures = 0, slow = 0}
 if member ~= "" then
     if st.state == "half_open" and redis.call("ZREM", KEYS[3], member) == 1 then
         applied = 1
+        local reason = "probe_failed"
+        if outcome == "success" and slow > 0 and S.slow_rate > 0 then
+            outcome, reason = "failure", "probe_slow"
+        end
         if outcome == "success" then
             st.probe_successes = st.probe_successes + 1
             if st.probe_successes >= S.successes then
@@ -50,7 +58,7 @@ if member ~= "" then
         elseif outcome == "failure" then
             st.rounds = st.rounds + 1
             st.cooldown = math.floor(math.min(S.cooldown * 2 ^ st.rounds, S.cooldown_max))
-            notice = transition(st, "open", "probe_failed", now, 1, st.probe_successes + 1)
+            notice = transition(st, "open", reason, now, 1, st.probe_successes + 1)
         end
     end
 elseif (st.state == "closed" or st.state == "forced_closed") and st.epoch == epoch then

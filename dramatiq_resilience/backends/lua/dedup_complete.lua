@@ -12,6 +12,10 @@
 -- The race it closes: a worker whose lease ran out finishes while another
 -- worker has taken the key over.  Only the current token completes the key,
 -- so a stale holder cannot mark the newer attempt's key completed.
+-- RedisBackend.dedup_commit also runs it (by EVAL, so that it cannot fail
+-- with NOSCRIPT) inside its MULTI, after the caller's writes, with ARGV[1]
+-- the time its WATCHed check of the claim read: the check and this script
+-- then agree on expiry, and WATCH makes them agree on the rest.
 local record = KEYS[1]
 local now = now_ms()
 local state, token, expires_at = unpack(redis.call("HMGET", record, "state", "token", "expires_at"))
