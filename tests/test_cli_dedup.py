@@ -87,6 +87,28 @@ def test_forget_deletes_and_says_what_it_was(
     assert json.loads(capsys.readouterr().out) is None
 
 
+def test_a_corrupt_record_is_shown_as_corrupt_and_forget_deletes_it(
+    backend: dr.RedisBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record key holding a string: show names the problem (exit 1); forget deletes it (exit 0)."""
+    record_key = backend.dedup_record_key("charge:order-1")
+    backend.client.set(record_key, "oops")
+    assert main(args(backend, "show", "charge:order-1")) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"The record of deduplication key 'charge:order-1' (Redis key {record_key!r}) holds a string, "
+        "not a hash. Messages with this key are dead-lettered (CorruptDedupRecord) until it is deleted: "
+        "dramatiq-resilience dedup forget charge:order-1\n"
+    )
+    assert main(args(backend, "forget", "charge:order-1")) == 0
+    assert capsys.readouterr().out.startswith(
+        "Forgot deduplication key 'charge:order-1', whose record was corrupt"
+    )
+    assert backend.client.exists(record_key) == 0
+    assert main(args(backend, "show", "charge:order-1")) == 1
+
+
 def test_unreachable_backend_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A Redis that does not answer is an error on stderr, exit 1."""
     url = f"redis://127.0.0.1:{free_port()}/0"

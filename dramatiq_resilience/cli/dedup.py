@@ -2,8 +2,9 @@
 
 ``dedup show KEY`` prints the key's record (state, holder, lease, result...);
 ``dedup forget KEY`` deletes it, so that the next message with the key runs
-and the next unique send passes.  Both take ``--json``.  Exit codes: 0 done,
-1 no such key (or the backend failed), 2 bad usage.
+and the next unique send passes (a corrupt record, e.g. a Redis key of
+another type, is deleted too).  Both take ``--json``.  Exit codes: 0 done,
+1 no such key, a corrupt record shown, or the backend failed; 2 bad usage.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from typing import Any
 
 from ..backends.dedup import DedupRecord
-from ..errors import BackendError
+from ..errors import BackendError, CorruptRecord
 from .common import add_backend_arguments, backend_from_args
 
 __all__ = ["format_record", "register"]
@@ -96,7 +97,12 @@ def _run(args: argparse.Namespace, *, forget: bool) -> int:
     backend = backend_from_args(args)
     try:
         now = backend.now_ms()
-        record = backend.dedup_forget(args.key) if forget else backend.dedup_inspect(args.key)
+        try:
+            record = backend.dedup_inspect(args.key)
+        except CorruptRecord as exc:
+            return _corrupt(backend, args, exc, forget=forget)
+        if forget:
+            record = backend.dedup_forget(args.key)
     except BackendError as exc:
         print(f"Cannot reach the state backend at {args.redis}: {exc}", file=sys.stderr)
         return 1
@@ -111,6 +117,23 @@ def _run(args: argparse.Namespace, *, forget: bool) -> int:
         return 1
     _print(record, args, now, forgotten=forget)
     return 0
+
+
+def _corrupt(backend: Any, args: argparse.Namespace, error: CorruptRecord, *, forget: bool) -> int:
+    """A record that is not a record: ``show`` says so (exit 1), ``forget`` deletes it (exit 0)."""
+    if forget:
+        backend.dedup_forget(args.key)
+    if args.json:
+        print(json.dumps({"key": args.key, "corrupt": str(error), "forgotten": forget}, sort_keys=True))
+    elif forget:
+        print(f"Forgot deduplication key {args.key!r}, whose record was corrupt: {error}")
+    else:
+        print(
+            f"{error}. Messages with this key are dead-lettered (CorruptDedupRecord) until it is "
+            f"deleted: dramatiq-resilience dedup forget {args.key}",
+            file=sys.stderr,
+        )
+    return 0 if forget else 1
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -6,7 +6,10 @@
 --   there is none or it has expired on the backend's clock.
 --
 -- A script rather than a bare HGETALL so that expiry is judged on the same
--- clock as every other operation (an injected clock in tests).
+-- clock as every other operation (an injected clock in tests): a record past
+-- its expires_at, which Redis may not have evicted yet, is never shown as
+-- live, and the check and the read are one atomic step, so a worker's write
+-- between them cannot be half-shown.
 local record = KEYS[1]
 local now = now_ms()
 local expires_at = tonumber(redis.call("HGET", record, "expires_at"))
