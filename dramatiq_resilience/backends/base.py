@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 
 from .breaker import BreakerOps
+from .broker_heartbeats import BrokerHeartbeatOps
 from .cron import CronOps
 from .dead_letters import DeadLetterOps
 from .dedup import DedupOps
@@ -41,7 +42,9 @@ __all__ = ["DEFAULT_NAMESPACE", "StateBackend"]
 DEFAULT_NAMESPACE = "dramatiq-resilience"
 
 
-class StateBackend(Keyed, BreakerOps, CronOps, DedupOps, WindowOps, DeadLetterOps, HealthOps, abc.ABC):
+class StateBackend(
+    Keyed, BreakerOps, CronOps, DedupOps, WindowOps, DeadLetterOps, HealthOps, BrokerHeartbeatOps, abc.ABC
+):
     """Where shared resilience state lives.  See the module docstring.
 
     Every operation raises

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import StateBackend
 from .redis_base import RedisBase
 from .redis_breaker import RedisBreakerOps
+from .redis_broker_heartbeats import RedisBrokerHeartbeatOps
 from .redis_cron import RedisCronOps
 from .redis_dead_letters import RedisDeadLetterOps
 from .redis_dedup import RedisDedupOps
@@ -21,6 +22,7 @@ class RedisBackend(
     RedisDedupOps,
     RedisWindowOps,
     RedisDeadLetterOps,
+    RedisBrokerHeartbeatOps,
     RedisBase,
     StateBackend,
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import StateBackend
 from .stub_base import StubBase
 from .stub_breaker import StubBreakerOps
+from .stub_broker_heartbeats import StubBrokerHeartbeatOps
 from .stub_cron import StubCronOps
 from .stub_dead_letters import StubDeadLetterOps
 from .stub_dedup import StubDedupOps
@@ -21,6 +22,7 @@ class StubBackend(
     StubDedupOps,
     StubWindowOps,
     StubDeadLetterOps,
+    StubBrokerHeartbeatOps,
     StubBase,
     StateBackend,
 ):

@@ -7,26 +7,39 @@ runs with a 0.1% chance per broker command (``maintenance_chance=1000`` per
 million) and only for the queue of that command: minutes, sometimes much
 more.  This scan does it on every run:
 
-1. one script lists the workers whose heartbeat (``<ns>:__heartbeats__``, the
-   time of their last broker command) is older than the broker's
-   ``heartbeat_timeout``; usually none, and the scan ends there;
+1. it reads the heartbeats (``<ns>:__heartbeats__``: each worker scored by the
+   time of its last broker command, *on that worker's clock*) and hands the
+   scores to the state backend (``broker_heartbeats_observe``), which says
+   how long each worker's score has stayed the same, on the *backend's*
+   clock; a worker is dead once that reaches the broker's
+   ``heartbeat_timeout``.  Usually none is, and the scan ends there;
 2. otherwise a ``SCAN MATCH <ns>:__acks__.*`` finds those workers' ack sets
    (Dramatiq builds the keys inside its script, so they cannot be derived
    from the queue list alone);
-3. one script per ack set, with every key passed in, checks the heartbeat
-   again and moves the messages back to the end of their queue (a ``.DQ``
-   ack set goes back to the delay queue), then forgets the worker.
+3. one script per ack set, with every key passed in, checks that the worker's
+   score is still the silent one and moves the messages back to the end of
+   their queue (a ``.DQ`` ack set goes back to the delay queue), then forgets
+   the worker.
 
-A worker counts as dead exactly as Dramatiq's own maintenance decides it: no
-broker command for ``heartbeat_timeout`` ms.  A live worker sends one at least
-every second (its consumers poll), so only a dead or frozen process is affected.
+A score is never compared with a clock, so clock skew between hosts cannot
+break liveness: a live worker (its consumers poll, so its score changes at
+least every second; the scans' queue always has room to poll) is never taken
+for dead however far its clock trails, and a dead one is recovered however
+far its clock runs ahead: ``heartbeat_timeout`` after the first scan that saw
+its final score, so between ``heartbeat_timeout`` and ``heartbeat_timeout``
+plus two intervals after its last command.  Scans run up to about a second
+after their tick (an idle worker polls every second), so a scan that finds a
+silence due to reach the timeout within :data:`SETTLE_WAIT` waits for it and
+looks again, rather than leaving it to the next scan one interval later.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +48,16 @@ from dramatiq.logging import get_logger
 from redis.commands.core import Script
 
 from .. import events
+from ..backends.base import StateBackend
+from ..backends.broker_heartbeats import score_text
 from ..backends.redis_base import script_source
 
-__all__ = ["Recovery", "recover_dead_workers"]
+__all__ = ["SETTLE_WAIT", "Recovery", "recover_dead_workers"]
 
 logger = get_logger(__name__)
+
+#: Milliseconds a scan waits, at most, for a silence about to reach the heartbeat timeout.
+SETTLE_WAIT = 1_000
 
 _scripts: weakref.WeakKeyDictionary[Any, dict[str, Script]] = weakref.WeakKeyDictionary()
 
@@ -67,21 +85,39 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def recover_dead_workers(broker: Any, *, now_ms: int | None = None) -> Recovery:
+def _score(value: Any) -> str:
+    return score_text(float(value))
+
+
+def _observe(client: Any, backend: StateBackend, namespace: str) -> tuple[dict[str, str], dict[str, int]]:
+    beats = client.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True)
+    scores = {_text(worker): _score(score) for worker, score in beats}
+    return scores, backend.broker_heartbeats_observe(namespace, scores)
+
+
+def recover_dead_workers(
+    broker: Any, backend: StateBackend, *, sleep: Callable[[float], None] = time.sleep
+) -> Recovery:
     """Requeue every message held by the dead workers of RedisBroker ``broker``.
 
     Parameters:
       broker: a ``dramatiq.brokers.redis.RedisBroker``.
-      now_ms: the time to judge heartbeats by, in milliseconds (default: the
-        broker Redis server's clock).
+      backend: the state backend that tracks the workers' heartbeat scores;
+        silences are measured on its clock.
+      sleep: how to wait (seconds) for a silence about to reach the timeout
+        (tests pass one that moves their fake clock).
     """
     client = broker.client
     namespace = broker.namespace
     timeout = int(broker.heartbeat_timeout)
-    now = "" if now_ms is None else str(now_ms)
     heartbeats = f"{namespace}:__heartbeats__"
     report = Recovery()
-    dead = {_text(w) for w in _script(client, "broker_dead_workers")(keys=[heartbeats], args=[now, timeout])}
+    scores, silences = _observe(client, backend, namespace)
+    due = [timeout - silent for silent in silences.values() if 0 < timeout - silent <= SETTLE_WAIT]
+    if due:
+        sleep(max(due) / 1000)
+        scores, silences = _observe(client, backend, namespace)
+    dead = {worker: silent for worker, silent in silences.items() if silent >= timeout}
     if not dead:
         return report
     prefix = f"{namespace}:__acks__."
@@ -91,7 +127,7 @@ def recover_dead_workers(broker: Any, *, now_ms: int | None = None) -> Recovery:
         if worker in dead and queue:
             ack_sets[worker].append(queue)
     requeue = _script(client, "broker_requeue_acks")
-    for worker in sorted(dead):
+    for worker, silent in dead.items():
         queues = sorted(ack_sets.get(worker, []))
         alive = False
         for index, queue in enumerate(queues):
@@ -102,24 +138,25 @@ def recover_dead_workers(broker: Any, *, now_ms: int | None = None) -> Recovery:
                 f"{namespace}:{queue}",
                 f"{namespace}:{queue}.msgs",
             ]
-            moved = int(requeue(keys=keys, args=[now, worker, timeout, last]))
+            moved = int(requeue(keys=keys, args=["", worker, scores[worker], last]))
             if moved < 0:
                 alive = True
                 break
             if moved:
                 report.requeued[queue] = report.requeued.get(queue, 0) + moved
                 logger.warning(
-                    "Requeued %d message(s) of dead worker %r on queue %r (silent for %d milliseconds).",
+                    "Requeued %d message(s) of dead worker %r on queue %r (its heartbeat has not changed "
+                    "for %d milliseconds).",
                     moved,
                     worker,
                     queue,
-                    timeout,
+                    silent,
                 )
                 events.emit(
                     "dead_worker_recovered", worker_id=worker, queue_name=q_name(queue), messages=moved
                 )
         if not queues:
-            alive = int(requeue(keys=[heartbeats], args=[now, worker, timeout, "1"])) < 0
+            alive = int(requeue(keys=[heartbeats], args=["", worker, scores[worker], "1"])) < 0
         if not alive:
             report.dead_workers.append(worker)
     return report

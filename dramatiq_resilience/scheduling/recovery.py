@@ -53,7 +53,7 @@ def _is_redis_broker(broker: Broker) -> bool:
 def _dead_workers(context: ScanContext) -> dict[str, int]:
     from .dead_workers import recover_dead_workers
 
-    recovery = recover_dead_workers(context.broker)
+    recovery = recover_dead_workers(context.broker, context.backend)
     return {"dead_workers": len(recovery.dead_workers), "requeued": recovery.messages}
 
 

@@ -137,6 +137,10 @@ def register_scan(
       applies: ``applies(broker) -> bool``: whether the scan runs for a broker
         (default: always).  Evaluated when a scheduler or worker starts.
       time_limit: the scan actor's time limit in milliseconds (default 60 000).
+        A run counts as queued or running for one and a half intervals only
+        (so that a worker dying with it blocks the scan for one tick, not
+        more); a run slower than that may have the next one beside it, so
+        build the operation from steps that tolerate it (atomic, idempotent).
       description: one line for listings.
     """
     if not isinstance(name, str) or not name.replace("_", "").isalnum():
@@ -231,7 +235,17 @@ def scan_jobs(
                 # A scan is worth running late only within one interval; then the next tick comes.
                 misfire_grace=max(1_000, interval),
                 overlap="skip",
-                overlap_lease=max(2 * scan.time_limit, interval),
+                # How long a run blocks the next ticks when no worker reports it finished: from its
+                # send, and again from its start.  A worker that dies (or is saturated) holding the
+                # run would block the scan for the whole lease, and the dead-worker scan is what
+                # frees what a dead worker held, its own run included: a long lease (it was
+                # max(2 x time_limit, interval), 2 minutes) stopped every recovery that long.
+                # One and a half intervals skip exactly one tick, and the one after sends the scan
+                # again: recovery waits at most two intervals for a lost run, and saturated workers
+                # still get at most one queued run of a scan per two intervals, not one per tick.
+                # A run slower than that may get a second one beside it: scans are made of atomic
+                # steps that tolerate it (see register_scan).
+                overlap_lease=interval + interval // 2,
                 warm_up=interval,
             )
         )

@@ -17,10 +17,15 @@ import dramatiq
 import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.cli import main
+from dramatiq_resilience.scheduling import run_scan
 from dramatiq_resilience.scheduling.dead_workers import recover_dead_workers
+from dramatiq_resilience.scheduling.inflight import InflightTracker
+
+from .conftest import named
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = str(Path(sys.executable).parent / "dramatiq-resilience")
@@ -35,8 +40,10 @@ def fetch_as_worker(broker: RedisBroker, queue: str, count: int) -> RedisBroker:
     return other
 
 
-def test_dead_workers_messages_go_back_to_their_queues(redis_broker: RedisBroker) -> None:
-    """Ack sets of workers silent for heartbeat_timeout are requeued; live workers are untouched."""
+def test_dead_workers_messages_go_back_to_their_queues(
+    redis_broker: RedisBroker, redis_backend: dr.RedisBackend, clock: dr.FakeClock
+) -> None:
+    """Ack sets of workers whose heartbeat is unchanged for heartbeat_timeout are requeued; live ones stay."""
     redis_broker.heartbeat_timeout = 10_000
     client = redis_broker.client
 
@@ -50,24 +57,38 @@ def test_dead_workers_messages_go_back_to_their_queues(redis_broker: RedisBroker
     dead.do_fetch("default.DQ", 1)
     alive = fetch_as_worker(redis_broker, "default", 2)
     heartbeats = f"{redis_broker.namespace}:__heartbeats__"
-    now = 1_800_000_000_000
-    # Pin the heartbeats: the sender and `alive` spoke just now, `dead` 10 s ago.
-    client.zadd(heartbeats, {redis_broker.broker_id: now, alive.broker_id: now, dead.broker_id: now - 10_000})
+    beat = 1_800_000_000_000  # the workers' own clocks: not the backend's
+    client.zadd(heartbeats, {redis_broker.broker_id: beat, alive.broker_id: beat, dead.broker_id: beat})
     assert client.llen(f"{redis_broker.namespace}:default") == 0
-    assert recover_dead_workers(redis_broker, now_ms=now - 1).dead_workers == []  # 1 ms short of the timeout
-    report = recover_dead_workers(redis_broker, now_ms=now)  # silent for the timeout: dead, as Dramatiq says
+    slept: list[float] = []
+    first = recover_dead_workers(redis_broker, redis_backend, sleep=slept.append)  # every score first seen
+    assert first.dead_workers == []
+    clock.advance(8_999)
+    # The sender and `alive` spoke since; `dead` did not.
+    client.zadd(heartbeats, {redis_broker.broker_id: beat + 8_999, alive.broker_id: beat + 8_999})
+    # 1 001 ms short of the timeout: more than the scan waits for (SETTLE_WAIT).
+    assert recover_dead_workers(redis_broker, redis_backend, sleep=slept.append).dead_workers == []
+    clock.advance(1_001)
+    # Unchanged for the timeout: dead.
+    report = recover_dead_workers(redis_broker, redis_backend, sleep=slept.append)
+    assert slept == []
     assert (report.dead_workers, report.requeued) == ([dead.broker_id], {"default": 4, "default.DQ": 1})
     assert client.llen(f"{redis_broker.namespace}:default") == 4
     assert client.llen(f"{redis_broker.namespace}:default.DQ") == 1
     assert client.scard(f"{redis_broker.namespace}:__acks__.{alive.broker_id}.default") == 2
     assert client.exists(f"{redis_broker.namespace}:__acks__.{dead.broker_id}.default") == 0
     assert client.zscore(heartbeats, dead.broker_id) is None
-    again = recover_dead_workers(redis_broker, now_ms=now + 1)
+    clock.advance(1)
+    again = recover_dead_workers(redis_broker, redis_backend, sleep=slept.append)
     assert (again.dead_workers, again.messages) == ([], 0)
+    tracked = redis_backend.client.hkeys(redis_backend.key("broker_heartbeats", redis_broker.namespace))
+    assert sorted(w.decode() for w in tracked) == sorted([redis_broker.broker_id, alive.broker_id])
 
 
-def test_a_worker_that_beats_again_is_not_recovered(redis_broker: RedisBroker) -> None:
-    """The requeue script re-checks heartbeats: a worker that spoke since the listing keeps its messages."""
+def test_a_worker_that_beats_again_is_not_recovered(
+    redis_broker: RedisBroker, redis_backend: dr.RedisBackend, clock: dr.FakeClock
+) -> None:
+    """The requeue re-checks the score: a worker that spoke since it was judged dead keeps its messages."""
     redis_broker.heartbeat_timeout = 10_000
 
     @dramatiq.actor(max_retries=0)
@@ -78,22 +99,52 @@ def test_a_worker_that_beats_again_is_not_recovered(redis_broker: RedisBroker) -
     worker = fetch_as_worker(redis_broker, "default", 3)
     key = f"{redis_broker.namespace}:__heartbeats__"
     beat = 1_800_000_000_000
-    redis_broker.client.zadd(key, {redis_broker.broker_id: beat + 10_000, worker.broker_id: beat})
+    redis_broker.client.zadd(key, {worker.broker_id: beat})
+    redis_backend.broker_heartbeats_observe(redis_broker.namespace, {worker.broker_id: str(beat)})
+    clock.advance(10_000)
+    silent = redis_backend.broker_heartbeats_observe(redis_broker.namespace, {worker.broker_id: str(beat)})
+    assert silent == {worker.broker_id: 10_000}  # judged dead
+    # It fetched again meanwhile (its clock went back: any other score means alive).
+    redis_broker.client.zadd(key, {worker.broker_id: beat - 5_000})
     from dramatiq_resilience.scheduling import dead_workers
 
-    listed = dead_workers._script(redis_broker.client, "broker_dead_workers")(
-        keys=[key], args=[beat + 10_000, 10_000]
-    )
-    assert [w.decode() for w in listed] == [worker.broker_id]
-    redis_broker.client.zadd(key, {worker.broker_id: beat + 9_000})  # it fetched again meanwhile
     requeue = dead_workers._script(redis_broker.client, "broker_requeue_acks")
     ack = f"{redis_broker.namespace}:__acks__.{worker.broker_id}.default"
     queue = f"{redis_broker.namespace}:default"
-    assert (
-        requeue(keys=[key, ack, queue, f"{queue}.msgs"], args=[beat + 10_000, worker.broker_id, 10_000, "1"])
-        == -1
-    )
+    assert requeue(keys=[key, ack, queue, f"{queue}.msgs"], args=["", worker.broker_id, str(beat), "1"]) == -1
     assert redis_broker.client.scard(ack) == 3
+    assert redis_broker.client.zscore(key, worker.broker_id) == beat - 5_000
+
+
+@pytest.mark.parametrize("skew", [-3_600_000, 3_600_000], ids=["trailing", "ahead"])
+def test_the_stalled_scan_measures_running_time_whatever_the_workers_clock(
+    stub_broker: StubBroker,
+    redis_backend: dr.RedisBackend,
+    clock: dr.FakeClock,
+    skew: int,
+    captured: list[dr.Event],
+) -> None:
+    """A worker whose clock is an hour off publishes start times on the backend's clock: exact run times."""
+    dr.install(
+        stub_broker, backend=redis_backend, scheduling={"run_scheduler": False, "stalled_after": 5_000}
+    )
+
+    @dramatiq.actor
+    def slow() -> None: ...
+
+    host = dr.FakeClock(clock.now_ms() + skew)
+    tracker = InflightTracker(redis_backend, clock=host)
+    tracker.process = "host:1:abc"
+    tracker.started(slow.message())
+    clock.advance(4_000)
+    host.advance(4_000)
+    tracker.publish()
+    assert run_scan(stub_broker, "stalled") == {"processes": 1, "running": 1, "stalled": 0}
+    clock.advance(2_000)  # no publish since: the start time published is still right
+    assert run_scan(stub_broker, "stalled") == {"processes": 1, "running": 1, "stalled": 1}
+    assert [(e["actor_name"], e["running_ms"]) for e in named(captured, "message_stalled")] == [
+        ("slow", 6_000)
+    ]
 
 
 def test_cron_cli_lists_enables_disables_and_requests_runs(
