@@ -206,6 +206,10 @@ def declare_scans(broker: Broker, names: Sequence[str] | None = None) -> dict[st
             run_scan(broker, scan_name)
 
         run.__name__ = f"scan_{scan.name}"
+        # No circuit breaker: a scan that fails (the backend is down) must run again at its
+        # next tick, not wait out a cooldown after the outage; its failures are counted and
+        # logged as scan_failed, and operators' breaker lists stay about their dependencies.
+        options = {"breaker": False} if "breaker" in broker.actor_options else {}
         actors[scan.name] = dramatiq.actor(  # type: ignore[call-overload]
             run,
             broker=broker,
@@ -213,6 +217,7 @@ def declare_scans(broker: Broker, names: Sequence[str] | None = None) -> dict[st
             queue_name=SCAN_QUEUE,
             max_retries=0,
             time_limit=scan.time_limit,
+            **options,
         )
     return actors
 
