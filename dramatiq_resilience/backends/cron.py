@@ -12,9 +12,17 @@ occurrence:
   each with a lease.  If the claiming scheduler dies before it confirms
   (:meth:`CronOps.cron_sent`), another scheduler takes the send over once the
   lease has expired (the message id is derived from the occurrence, so a
-  duplicate send is recognisable).
+  duplicate send is recognisable).  An expired send older than the grace is
+  dropped together with the pending run it set, so it cannot block
+  ``overlap="skip"``.
 * ``pending``: the message of the job's latest run until a worker reports it
   finished, with a lease, for ``overlap="skip"``.
+* ``runs`` (``cron:{<job>}:runs`` and ``:started``): which send of each
+  recently started run a worker ran.  Every enqueue of a run carries its own
+  send id (message option ``cron_send_id``); a redelivery, retry or deferral
+  keeps it, while a second send of the same message id (a scheduler that took
+  over a send whose confirmation was lost) has another one, and
+  :meth:`CronOps.cron_started` tells the worker to skip it.
 
 Job names index (``cron:{index}:jobs``) and run-now requests
 (``cron:{index}:requests``) share one hash group; in-flight snapshots of worker
@@ -30,6 +38,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "CLAIM_STATUSES",
+    "RUN_MEMORY",
+    "RUN_MEMORY_COUNT",
     "CronClaim",
     "CronJobState",
     "CronOps",
@@ -40,6 +50,12 @@ __all__ = [
 
 #: What :meth:`CronOps.cron_claim` can answer.
 CLAIM_STATUSES = ("claimed", "taken", "disabled", "overlap", "missed", "none")
+
+#: Milliseconds a started run's send id is remembered, to recognise a second send of it.
+RUN_MEMORY = 86_400_000
+
+#: At most this many started runs are remembered per job (the oldest are forgotten first).
+RUN_MEMORY_COUNT = 1_000
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,8 @@ class CronClaim:
       pending_message_id: with ``"overlap"``, the run still queued or running.
       recovered: unconfirmed sends whose lease expired, now leased to the
         caller, which must send them and confirm.
-      expired: unconfirmed sends too old to send (older than the grace), dropped.
+      expired: unconfirmed sends too old to send (older than the grace),
+        dropped with the pending run they set.
     """
 
     status: str
@@ -161,8 +178,24 @@ class CronOps(abc.ABC):
 
         Recovery, in every call: unconfirmed sends whose lease expired are
         leased to the caller for ``send_lease_ms`` (``recovered``), or dropped
-        if their occurrence is more than ``grace_ms`` old (``expired``).
+        if their occurrence is more than ``grace_ms`` old (``expired``); a
+        dropped send that is still the pending run stops being pending.
         """
+
+    def cron_recover(self, graces: Mapping[str, int], *, send_lease_ms: int) -> dict[str, CronClaim]:
+        """Recovery only (:meth:`cron_claim` without an occurrence) for each job of ``graces``.
+
+        ``graces`` maps job names to their misfire grace in milliseconds.
+        Returns ``{job: claim}`` (status ``"none"``).  Backends may do it in
+        one round trip; each job is still one atomic step.
+        """
+        answers = {}
+        for name, grace in graces.items():
+            answers[name] = self.cron_claim(
+                name, None, "", next_run_ms=None, skip_if_pending=False, lease_ms=0,
+                send_lease_ms=send_lease_ms, grace_ms=grace,
+            )  # fmt: skip
+        return answers
 
     @abc.abstractmethod
     def cron_sent(
@@ -175,8 +208,17 @@ class CronOps(abc.ABC):
         """
 
     @abc.abstractmethod
-    def cron_started(self, name: str, message_id: str, *, lease_ms: int) -> None:
-        """A worker started the run ``message_id``: status ``"running"``; its pending lease is renewed."""
+    def cron_started(self, name: str, message_id: str, *, lease_ms: int, send_id: str | None = None) -> bool:
+        """A worker started the run ``message_id``: status ``"running"``; its pending lease is renewed.
+
+        ``send_id`` identifies the enqueue this delivery came from.  The first
+        send id started for a message id is remembered (for :data:`RUN_MEMORY`
+        milliseconds, and the job's last :data:`RUN_MEMORY_COUNT` runs); a
+        delivery of the same message id with another send id is a second send
+        of a run that already started: the answer is then ``False`` (skip it)
+        and nothing changes.  ``True`` otherwise, also without ``send_id`` and
+        for a job no scheduler registered.
+        """
 
     @abc.abstractmethod
     def cron_finished(

@@ -8,7 +8,17 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptRecord
-from .cron import CronClaim, CronJobState, CronOps, CronSend, InflightMessage, InflightSnapshot, job_state
+from .cron import (
+    RUN_MEMORY,
+    RUN_MEMORY_COUNT,
+    CronClaim,
+    CronJobState,
+    CronOps,
+    CronSend,
+    InflightMessage,
+    InflightSnapshot,
+    job_state,
+)
 from .redis_base import RedisBase
 
 __all__ = ["RedisCronOps"]
@@ -22,8 +32,19 @@ def _sends(flat: Sequence[Any]) -> tuple[CronSend, ...]:
     return tuple(CronSend(int(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
+def _claim(answer: Sequence[Any]) -> CronClaim:
+    status, previous, pending, recovered, expired = answer
+    return CronClaim(
+        status=_text(status),
+        previous_ms=int(previous) if previous not in (b"", "") else None,
+        pending_message_id=_text(pending) or None,
+        recovered=_sends(recovered),
+        expired=_sends(expired),
+    )
+
+
 class RedisCronOps(RedisBase, CronOps):
-    """``CronOps`` on Redis.  Keys: ``cron:{<job>}:job`` and ``:sending`` per job,
+    """``CronOps`` on Redis.  Keys: ``cron:{<job>}:job``, ``:sending``, ``:runs`` and ``:started`` per job,
     ``cron:{index}:jobs`` and ``:requests``, ``cron:{inflight}:snapshots`` and ``:expiry``."""
 
     def _job_keys(self, name: str) -> list[str]:
@@ -56,27 +77,29 @@ class RedisCronOps(RedisBase, CronOps):
         grace_ms: int,
         missed: bool = False,
     ) -> CronClaim:
-        status, previous, pending, recovered, expired = self.run_script(
-            "cron_claim",
-            self._job_keys(name),
-            [
-                "" if occurrence_ms is None else occurrence_ms,
-                message_id,
-                "" if next_run_ms is None else next_run_ms,
-                "1" if skip_if_pending else "0",
-                lease_ms,
-                send_lease_ms,
-                grace_ms,
-                "1" if missed else "0",
-            ],
-        )
-        return CronClaim(
-            status=_text(status),
-            previous_ms=int(previous) if previous not in (b"", "") else None,
-            pending_message_id=_text(pending) or None,
-            recovered=_sends(recovered),
-            expired=_sends(expired),
-        )
+        args = [
+            "" if occurrence_ms is None else occurrence_ms,
+            message_id,
+            "" if next_run_ms is None else next_run_ms,
+            "1" if skip_if_pending else "0",
+            lease_ms,
+            send_lease_ms,
+            grace_ms,
+            "1" if missed else "0",
+        ]
+        return _claim(self.run_script("cron_claim", self._job_keys(name), args))
+
+    def cron_recover(self, graces: Mapping[str, int], *, send_lease_ms: int) -> dict[str, CronClaim]:
+        if not graces:
+            return {}
+        # One round trip for every job of a scheduler's poll; each script stays one job's atomic step.
+        with self.errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name, grace in graces.items():
+                args = ["", "", "", "0", 0, send_lease_ms, grace, "0"]
+                self.run_script("cron_claim", self._job_keys(name), args, client=pipe)
+            answers = pipe.execute()
+        return {name: _claim(answer) for name, answer in zip(graces, answers, strict=True)}
 
     def cron_sent(
         self, name: str, message_id: str, *, occurrence_ms: int | None = None, lease_ms: int | None = None
@@ -91,8 +114,10 @@ class RedisCronOps(RedisBase, CronOps):
             ],
         )
 
-    def cron_started(self, name: str, message_id: str, *, lease_ms: int) -> None:
-        self.run_script("cron_started", self._job_keys(name)[:1], [message_id, lease_ms])
+    def cron_started(self, name: str, message_id: str, *, lease_ms: int, send_id: str | None = None) -> bool:
+        keys = [self._job_keys(name)[0], self.key("cron", name, "runs"), self.key("cron", name, "started")]
+        args = [message_id, lease_ms, send_id or "", RUN_MEMORY, RUN_MEMORY_COUNT]
+        return bool(self.run_script("cron_started", keys, args))
 
     def cron_finished(
         self, name: str, message_id: str, *, status: str, error: str | None = None, keep_pending: bool = False

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .cron import CronClaim, CronJobState, CronOps, CronSend, InflightMessage, InflightSnapshot, job_state
+from .cron import (
+    RUN_MEMORY,
+    RUN_MEMORY_COUNT,
+    CronClaim,
+    CronJobState,
+    CronOps,
+    CronSend,
+    InflightMessage,
+    InflightSnapshot,
+    job_state,
+)
 from .stub_base import StubBase
 
 __all__ = ["StubCronOps"]
@@ -16,7 +26,8 @@ class StubCronOps(StubBase, CronOps):
 
     def _cron(self) -> dict[str, Any]:
         return self.data.setdefault(
-            "cron", {"jobs": {}, "sending": {}, "index": set(), "requests": set(), "inflight": {}}
+            "cron",
+            {"jobs": {}, "sending": {}, "runs": {}, "index": set(), "requests": set(), "inflight": {}},
         )
 
     def cron_register(self, name: str, spec: Mapping[str, str], *, next_run_ms: int | None) -> int | None:
@@ -49,16 +60,20 @@ class StubCronOps(StubBase, CronOps):
             sending: dict[int, tuple[str, int]] = state["sending"].setdefault(name, {})
             recovered: list[CronSend] = []
             expired: list[CronSend] = []
+            record = state["jobs"].get(name)
             for occurrence, (sent_id, until) in sorted(sending.items()):
                 if until > now:
                     continue
                 if occurrence < now - grace_ms:
                     del sending[occurrence]
                     expired.append(CronSend(occurrence, sent_id))
+                    # Never confirmed sent: it must not block overlap="skip" until its lease ends.
+                    if record is not None and record.get("pending_id") == sent_id:
+                        record.pop("pending_id", None)
+                        record.pop("pending_until", None)
                 else:
                     sending[occurrence] = (sent_id, now + send_lease_ms)
                     recovered.append(CronSend(occurrence, sent_id))
-            record = state["jobs"].get(name)
             last = None if record is None or "last_fired" not in record else int(record["last_fired"])
             done: dict[str, Any] = {
                 "recovered": tuple(recovered),
@@ -105,15 +120,36 @@ class StubCronOps(StubBase, CronOps):
                     record["pending_id"] = message_id
                     record["pending_until"] = str(now + lease_ms)
 
-    def cron_started(self, name: str, message_id: str, *, lease_ms: int) -> None:
+    def cron_started(self, name: str, message_id: str, *, lease_ms: int, send_id: str | None = None) -> bool:
         with self.atomic() as now:
-            record = self._cron()["jobs"].get(name)
+            state = self._cron()
+            record = state["jobs"].get(name)
             if record is None:
-                return
+                return True
+            if send_id:
+                runs: dict[str, tuple[str, int]] = state["runs"].setdefault(name, {})
+                first = runs.get(message_id)
+                if first is not None and first[0] != send_id:
+                    return False
+                if first is None:
+                    runs[message_id] = (send_id, now)
+                    self._forget_runs(runs, now)
             record["last_status"] = "running"
             record["last_message_id"] = message_id
             if record.get("pending_id") == message_id:
                 record["pending_until"] = str(now + lease_ms)
+            return True
+
+    @staticmethod
+    def _forget_runs(runs: dict[str, tuple[str, int]], now: int) -> None:
+        """Trim like cron_started.lua: runs past RUN_MEMORY, 100 at a time, then the oldest past the count."""
+        by_age = sorted(runs, key=lambda message_id: (runs[message_id][1], message_id))
+        forget = [message_id for message_id in by_age if runs[message_id][1] <= now - RUN_MEMORY][:100]
+        extra = len(runs) - len(forget) - RUN_MEMORY_COUNT
+        if extra > 0:
+            forget += by_age[len(forget) : len(forget) + extra]
+        for message_id in forget:
+            del runs[message_id]
 
     def cron_finished(
         self, name: str, message_id: str, *, status: str, error: str | None = None, keep_pending: bool = False

@@ -165,6 +165,11 @@ def schedule(
         ``[0, jitter]`` derived from its message id, to spread jobs that share a tick.
       misfire_grace: milliseconds (default 60 000): how late an occurrence may
         still be sent; missed occurrences within it are coalesced into one run.
+        It also bounds the takeover of a send whose scheduler died after
+        claiming it: that happens when the scheduler's ``send_lease`` ends
+        (10 000, seen within its ``poll_interval``, 2 000), so with a shorter
+        grace such an occurrence is reported missed instead, and the job
+        goes on at its next occurrence.
       overlap: ``"skip"`` (default) skips an occurrence while the previous run
         is still queued or running; ``"allow"`` sends it anyway.
       overlap_lease: milliseconds (default 3 600 000): how long a run counts as

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dramatiq.broker import Broker
+from dramatiq.middleware import SkipMessage
 
 from .. import events
 from ..backends.base import StateBackend
@@ -19,6 +20,7 @@ from .inflight import DEFAULT_INFLIGHT_INTERVAL, InflightTracker
 from .recovery import DEFAULT_STALLED_AFTER
 from .scans import declare_scans
 from .scheduler import DEFAULT_POLL_INTERVAL, DEFAULT_SEND_LEASE, Scheduler
+from .sender import SEND_ID_OPTION
 
 __all__ = ["Scheduling"]
 
@@ -45,6 +47,10 @@ class Scheduling(ResilienceMiddleware):
     ``inflight_interval``), and for messages of cron jobs it records the
     run's status and last error in the backend, and when the run is over
     (for ``overlap="skip"``): a retried or deferred run is still pending.
+    A second send of a run that already started (a scheduler took over a
+    send whose confirmation was lost) is skipped without running, counted
+    as ``cron_skipped`` with reason ``"duplicate"``; redeliveries, retries
+    and deferrals of the run that started are not duplicates.
 
     Position: second, right after ``RetryGuard`` (``install()`` puts it
     there), so that its before-hook sees every delivery and its after-hooks
@@ -145,16 +151,39 @@ class Scheduling(ResilienceMiddleware):
         job = raw.options.get("cron_job")
         if not isinstance(job, str):
             return
-        scratch(message, "scheduling")["started"] = time.monotonic()
+        notes = scratch(message, "scheduling")
+        notes["started"] = time.monotonic()
         lease = raw.options.get("cron_lease")
+        send_id = raw.options.get(SEND_ID_OPTION)
+        first = True
         try:
-            self.backend.cron_started(
-                job, message.message_id, lease_ms=lease if isinstance(lease, int) else DEFAULT_OVERLAP_LEASE
+            first = self.backend.cron_started(
+                job,
+                message.message_id,
+                lease_ms=lease if isinstance(lease, int) else DEFAULT_OVERLAP_LEASE,
+                send_id=send_id if isinstance(send_id, str) else None,
             )
         except BackendError as exc:
             self.outage.failed(exc, action="run the job without recording its status")
         else:
             self.outage.succeeded()
+        if not first:
+            notes["duplicate"] = True
+            self.logger.info(
+                "Skipping message %r of cron job %r: another send of the same run already started.",
+                message.message_id,
+                job,
+            )
+            events.emit(
+                "cron_skipped",
+                job=job,
+                actor_name=message.actor_name,
+                occurrence_ms=raw.options.get("cron_occurrence"),
+                reason="duplicate",
+                pending_message_id=message.message_id,
+                message_id=message.message_id,
+            )
+            raise SkipMessage(f"Message {message.message_id!r} of cron job {job!r} was sent twice.")
         events.emit("cron_started", job=job, actor_name=message.actor_name, message_id=message.message_id)
 
     def after_enqueue(self, broker: Broker, message: Any, delay: Any) -> None:
@@ -170,8 +199,8 @@ class Scheduling(ResilienceMiddleware):
         local.current = None
         local.reenqueued = False
         job = raw.options.get("cron_job")
-        if not isinstance(job, str):
-            return
+        if not isinstance(job, str) or scratch(message, "scheduling").get("duplicate"):
+            return  # a skipped second send says nothing about the run that started
         if reenqueued and status != "succeeded":
             status = "retrying" if status == "failed" else "deferred"
         text = _error_text(error)

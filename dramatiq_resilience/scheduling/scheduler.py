@@ -15,13 +15,18 @@ occurrences (:mod:`.timer`); each instance then, for the job that is due:
    skip it when the job is disabled or (``overlap="skip"``) its previous run
    is still queued or running;
 4. sends the actor's message with an id derived from the job and the
-   occurrence, then confirms the send (``cron_sent``).  A claimer that dies
-   between claim and confirmation leaves an unconfirmed send that another
-   instance takes over once its lease expires: nothing is lost, and a
-   duplicate of the same occurrence has the same message id.
+   occurrence, then confirms the send (``cron_sent``, see :mod:`.sender`).
 
-Every instance also polls the backend every ``poll_interval`` ms for run-now
-requests (``dramatiq-resilience cron run-now``), taken by one instance each.
+Every instance also polls the backend every ``poll_interval`` ms (and once
+when it starts) for run-now requests (``dramatiq-resilience cron run-now``),
+taken by one instance each, and for unconfirmed sends whose lease expired, of
+every job: a claimer that died (or a whole deployment that restarted) between
+claim and confirmation is replaced within a poll interval of the lease's end,
+by whichever instance polls first, without any of them having seen the
+claim.  Such a send is taken over while its occurrence is within the job's
+``misfire_grace``; later it is reported once as missed (``unsent``) and stops
+blocking ``overlap="skip"``.  A duplicate of the same occurrence has the same
+message id, and workers run only one of them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from .timer import Timer
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DEFAULT_SEND_LEASE", "POLL_JOB", "Scheduler"]
 
-#: Milliseconds between two polls for run-now requests and overdue unconfirmed sends.
+#: Milliseconds between two polls for run-now requests and expired unconfirmed sends.
 DEFAULT_POLL_INTERVAL = 2_000
 
 #: Milliseconds a claimed occurrence may stay unconfirmed before another
@@ -84,10 +89,15 @@ class Scheduler:
         what the installed ``Scheduling`` middleware says, else ``True``).
       scan_every: ``{scan name: milliseconds}`` overriding scan intervals.
       clock: where "now" comes from (default: this host's clock; tests pass a
-        ``FakeClock`` and call :meth:`tick` instead of :meth:`start`).
-      poll_interval: milliseconds between polls for run-now requests (default 2 000).
+        ``FakeClock`` and call :meth:`tick` instead of :meth:`start`; the
+        sender's back-offs then move it instead of sleeping).
+      poll_interval: milliseconds between polls for run-now requests and
+        expired unconfirmed sends (default 2 000).
       send_lease: milliseconds before another instance takes over a claimed
-        but unconfirmed send (default 10 000).
+        but unconfirmed send (default 10 000).  A job whose ``misfire_grace``
+        is shorter than ``send_lease`` plus ``poll_interval`` cannot be taken
+        over in time: a claimer's death costs it that occurrence (reported
+        as missed), never more.
       max_workers: threads sending due jobs (default 4).
     """
 
@@ -129,7 +139,6 @@ class Scheduler:
         self.jobs: dict[str, CronJob] = {}
         self._evaluated: dict[str, int] = {}
         self._warm_until: dict[str, int] = {}
-        self._recover_at: dict[str, int] = {}
         self._unregistered: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
         self._stopping = threading.Event()
@@ -187,6 +196,8 @@ class Scheduler:
         # Occurrences missed while no scheduler ran: send the latest within grace.
         for name in self.jobs:
             self.fire_due(name)
+        # Sends claimed by a scheduler that died (this one, before a restart, too).
+        self._recover()
         return self
 
     def shutdown(self, *, wait: bool = True) -> None:
@@ -269,10 +280,7 @@ class Scheduler:
                 return None
             self.outage.succeeded()
             self._evaluated[name] = upto
-            if following is not None and following - occurrence > self.send_lease:
-                # The next claim is far away: check this one's send at a poll instead.
-                self._recover_at[name] = now + self.send_lease + 1
-            self._settle(job, claim)
+            self._settle(job, claim, leased_at=now)
             self._decided(job, claim, occurrence, message_id, now=now, coalesced=len(runnable) - 1)
             return claim.status
 
@@ -281,7 +289,9 @@ class Scheduler:
     ) -> None:
         fields: dict[str, Any] = {"job": job.name, "actor_name": job.actor_name, "occurrence_ms": occurrence}
         if claim.status == "claimed":
-            self.sender.send(job, CronSend(occurrence, message_id), coalesced=max(0, coalesced))
+            self.sender.send(
+                job, CronSend(occurrence, message_id), coalesced=max(0, coalesced), leased_at=now
+            )
         elif claim.status in ("disabled", "overlap"):
             self.logger.info(
                 "Skipped occurrence %s of cron job %r: %s.",
@@ -305,7 +315,7 @@ class Scheduler:
             )
             events.emit("cron_missed", **fields, late_ms=now - occurrence, reason="late")
 
-    def _settle(self, job: CronJob, claim: CronClaim) -> None:
+    def _settle(self, job: CronJob, claim: CronClaim, *, leased_at: int) -> None:
         """Send what a dead claimer left unconfirmed; report what is too old to send."""
         for send in claim.recovered:
             self.logger.warning(
@@ -313,12 +323,14 @@ class Scheduler:
                 iso(send.occurrence_ms),
                 job.name,
             )
-            self.sender.send(job, send, recovered=True)
+            self.sender.send(job, send, recovered=True, leased_at=leased_at)
         for send in claim.expired:
             self.logger.error(
-                "Occurrence %s of cron job %r was claimed but never confirmed sent within its grace.",
+                "Occurrence %s of cron job %r was claimed but never confirmed sent within its grace of "
+                "%d milliseconds; it is dropped and no longer blocks the job.",
                 iso(send.occurrence_ms),
                 job.name,
+                job.misfire_grace,
             )
             events.emit(
                 "cron_missed",
@@ -340,7 +352,7 @@ class Scheduler:
         return self.sender.run_now(self.jobs.get(name) or declared_jobs(self.broker)[name])
 
     def poll(self) -> None:
-        """Take run-now requests, check overdue unconfirmed sends, retry failed registrations."""
+        """Take run-now requests, take over expired unconfirmed sends, retry failed registrations."""
         now = self.clock.now_ms()
         try:
             if self._unregistered:
@@ -354,24 +366,25 @@ class Scheduler:
                 self.run_now(name)
             except Exception:
                 self.logger.exception("Could not run cron job %r on request.", name)
-        for name, due in list(self._recover_at.items()):
-            if due > now:
-                continue
-            job = self.jobs[name]
-            try:
-                claim = self.backend.cron_claim(
-                    name,
-                    None,
-                    "",
-                    next_run_ms=None,
-                    skip_if_pending=False,
-                    lease_ms=job.overlap_lease,
-                    send_lease_ms=self.send_lease,
-                    grace_ms=job.misfire_grace,
-                )
-            except BackendError as exc:
-                self.outage.failed(exc, action="check unconfirmed sends at the next poll")
-                return
-            del self._recover_at[name]
-            with self._locks[name]:
-                self._settle(job, claim)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Take over every job's unconfirmed sends whose lease expired, whoever claimed them.
+
+        Nothing in memory says which sends to look for: a scheduler that just
+        started (or restarted) finds those of a claimer that died as well as
+        one that saw the claim.  Not under the jobs' locks, so that a job busy
+        sending does not delay the others' takeovers.
+        """
+        now = self.clock.now_ms()
+        try:
+            claims = self.backend.cron_recover(
+                {name: job.misfire_grace for name, job in sorted(self.jobs.items())},
+                send_lease_ms=self.send_lease,
+            )
+        except BackendError as exc:
+            self.outage.failed(exc, action="check unconfirmed sends at the next poll")
+            return
+        self.outage.succeeded()
+        for name, claim in claims.items():
+            self._settle(self.jobs[name], claim, leased_at=now)

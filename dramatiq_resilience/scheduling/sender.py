@@ -1,9 +1,27 @@
-"""Sending a cron job's run: enqueue (with retries), confirm in the backend, announce."""
+"""Sending a cron job's run: enqueue (with retries), confirm in the backend, announce.
+
+A claimed occurrence is leased to its sender for ``send_lease`` ms; then any
+scheduler takes the send over.  Within that lease the sender
+
+1. enqueues for up to half of it, retrying with a back-off.  Each attempt runs
+   on a thread of its own and is abandoned at that deadline, so a broker call
+   that blocks (a hung connection) cannot keep the occurrence past its lease
+   without a word: it is reported as a failed send and left to the takeover;
+2. confirms (``cron_sent``) for up to three quarters of it, retrying a
+   backend that blips, so that nobody sends it again.
+
+Each enqueue carries a send id of its own (message option ``cron_send_id``).
+If both a late sender and a taker-over enqueue the run (the confirmation was
+lost, or an abandoned enqueue went through after all), the two copies share
+the message id but not the send id, and the worker runs only the first one
+started (``Scheduling`` middleware, ``cron_started``).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import threading
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -15,13 +33,22 @@ from dramatiq.logging import get_logger
 from .. import events
 from ..backends.base import StateBackend
 from ..backends.cron import CronSend
-from ..clock import Clock
+from ..clock import Clock, FakeClock
 from ..enqueue import internal_enqueue
 from ..errors import BackendError
 from ..outage import OutageLog
 from .cron import CronJob
 
-__all__ = ["Sender", "iso"]
+__all__ = ["SEND_ID_OPTION", "Sender", "iso"]
+
+#: The message option holding the id of one enqueue of a run.
+SEND_ID_OPTION = "cron_send_id"
+
+#: Seconds of the first back-off between two enqueue or confirmation attempts (then doubled).
+_FIRST_BACKOFF = 0.05
+
+#: Seconds of the longest back-off.
+_MAX_BACKOFF = 2.0
 
 
 def iso(ms: int) -> str:
@@ -30,13 +57,25 @@ def iso(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """One enqueue running on its own thread, and whether its waiter gave up on it."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    error: BaseException | None = None
+    abandoned: bool = False
+
+
 class Sender:
     """Enqueues runs for a :class:`~dramatiq_resilience.scheduling.scheduler.Scheduler`.
 
     Parameters:
-      broker, backend, clock: the scheduler's.
+      broker, backend, clock: the scheduler's.  With a ``FakeClock`` (tests)
+        back-offs move the clock instead of sleeping.
       send_lease: milliseconds; a failing enqueue is retried for half of it,
-        then left to the scheduler that takes the unconfirmed send over.
+        a failing confirmation for three quarters, then the send is left to
+        the scheduler that takes the unconfirmed send over.
       stopping: set when the scheduler shuts down (retries stop at once).
       outage: where backend errors are counted.
     """
@@ -59,21 +98,79 @@ class Sender:
         self.stopping = stopping
         self.outage = outage
 
-    def _enqueue(self, message: Message[Any], delay: int) -> bool:
-        """Enqueue with retries for up to half the send lease (then another instance takes over)."""
-        attempts, backoff = 0, 0.1
-        deadline = time.monotonic() + self.send_lease / 2000
+    # -- time ------------------------------------------------------------------------
+
+    def _pause(self, seconds: float, deadline: int) -> None:
+        """Back off for ``seconds``, not past ``deadline`` (ms on the clock)."""
+        ms = max(0, min(round(seconds * 1000), deadline - self.clock.now_ms()))
+        if isinstance(self.clock, FakeClock):
+            self.clock.advance(ms)
+        else:
+            self.stopping.wait(ms / 1000)
+
+    def _wait(self, attempt: _Attempt, deadline: int) -> bool:
+        """Wait for ``attempt`` until ``deadline`` (ms on the clock); ``True`` if it is done."""
         while True:
+            remaining = deadline - self.clock.now_ms()
+            if remaining <= 0:
+                return attempt.done.is_set()
+            # A FakeClock moves by itself (the test moves it): look at it again often.
+            if attempt.done.wait(0.01 if isinstance(self.clock, FakeClock) else remaining / 1000):
+                return True
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    def _attempt(self, message: Message[Any], delay: int, deadline: int, late: Any) -> None:
+        """Enqueue once on a thread of its own; raise its error, or ``TimeoutError`` at ``deadline``.
+
+        An abandoned enqueue may still complete: ``late()`` is then called on its thread.
+        """
+        attempt = _Attempt()
+
+        def run() -> None:
             try:
                 with internal_enqueue("scheduled"):
                     self.broker.enqueue(message, delay=delay or None)
+            except BaseException as exc:
+                attempt.error = exc
+            with attempt.lock:
+                attempt.done.set()
+                abandoned = attempt.abandoned
+            if abandoned and attempt.error is None:
+                late()
+
+        waited_from = self.clock.now_ms()
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(run,), name="dramatiq-resilience-enqueue", daemon=True
+        ).start()
+        if not self._wait(attempt, deadline):
+            with attempt.lock:
+                attempt.abandoned = not attempt.done.is_set()
+            if attempt.abandoned:
+                raise TimeoutError(
+                    f"the broker did not answer within {self.clock.now_ms() - waited_from} milliseconds"
+                )
+        if attempt.error is not None:
+            raise attempt.error
+
+    def _enqueue(self, message: Message[Any], delay: int, *, leased_at: int, late: Any) -> bool:
+        """Enqueue with retries until half the send lease (then another instance takes over)."""
+        attempts, backoff = 0, _FIRST_BACKOFF
+        deadline = leased_at + self.send_lease // 2
+        while True:
+            # Every attempt gets at least a tenth of the lease, even one that starts late.
+            attempt_deadline = max(deadline, self.clock.now_ms() + self.send_lease // 10)
+            one = dataclasses.replace(message, options={**message.options, SEND_ID_OPTION: uuid.uuid4().hex})
+            try:
+                self._attempt(one, delay, attempt_deadline, late)
                 return True
             except Exception as exc:
                 attempts += 1
-                if self.stopping.is_set() or time.monotonic() >= deadline:
+                if self.stopping.is_set() or self.clock.now_ms() >= deadline:
                     self.logger.error(
                         "Could not send message %r of cron job %r after %d attempt(s): %s. Another "
-                        "scheduler takes the send over in %d milliseconds.",
+                        "scheduler takes the send over when its lease ends, %d milliseconds after the claim.",
                         message.message_id,
                         message.options.get("cron_job"),
                         attempts,
@@ -88,8 +185,51 @@ class Sender:
                         error=exc,
                     )
                     return False
-                self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._pause(backoff, deadline)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    # -- confirm -----------------------------------------------------------------------
+
+    def _confirm(self, job: CronJob, send: CronSend, *, leased_at: int) -> bool:
+        """``cron_sent``, retried until three quarters of the send lease."""
+        deadline = leased_at + self.send_lease * 3 // 4
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                self.backend.cron_sent(job.name, send.message_id, occurrence_ms=send.occurrence_ms)
+            except BackendError as exc:
+                self.outage.failed(exc, action="retry confirming sends")
+                if self.stopping.is_set() or self.clock.now_ms() >= deadline:
+                    self.logger.error(
+                        "Sent message %r of cron job %r but could not confirm it: %s. Another scheduler "
+                        "may send it again when its lease ends; workers run it once.",
+                        send.message_id,
+                        job.name,
+                        exc,
+                    )
+                    return False
+                self._pause(backoff, deadline)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self.outage.succeeded()
+            return True
+
+    def _late(self, job: CronJob, send: CronSend) -> Any:
+        def confirm() -> None:
+            self.logger.warning(
+                "Message %r of cron job %r was enqueued after all, after this scheduler gave up on it; "
+                "if another scheduler sent it too, workers run it once.",
+                send.message_id,
+                job.name,
+            )
+            try:
+                self.backend.cron_sent(job.name, send.message_id, occurrence_ms=send.occurrence_ms)
+            except BackendError as exc:
+                self.outage.failed(exc, action="leave the send unconfirmed")
+
+        return confirm
+
+    # -- sends -------------------------------------------------------------------------
 
     def _fired(self, job: CronJob, message_id: str, occurrence: int | None, **fields: Any) -> None:
         events.emit(
@@ -102,16 +242,35 @@ class Sender:
             **fields,
         )
 
-    def send(self, job: CronJob, send: CronSend, *, coalesced: int = 0, recovered: bool = False) -> bool:
-        """Send a claimed occurrence and confirm it; ``False`` if the broker refused it."""
+    def send(
+        self,
+        job: CronJob,
+        send: CronSend,
+        *,
+        coalesced: int = 0,
+        recovered: bool = False,
+        leased_at: int | None = None,
+    ) -> bool:
+        """Send a claimed occurrence and confirm it; ``False`` if the broker refused it.
+
+        ``leased_at``: when (ms on the clock) the backend leased the send to
+        this scheduler (default: now); the retries are measured from it.
+        """
+        leased_at = self.clock.now_ms() if leased_at is None else leased_at
         message = job.message(send.message_id, occurrence_ms=send.occurrence_ms)
         delay = job.delay_for(send.message_id)
-        if not self._enqueue(message, delay):
+        if not self._enqueue(message, delay, leased_at=leased_at, late=self._late(job, send)):
             return False
-        try:
-            self.backend.cron_sent(job.name, send.message_id, occurrence_ms=send.occurrence_ms)
-        except BackendError as exc:
-            self.outage.failed(exc, action="leave the send unconfirmed")
+        self._confirm(job, send, leased_at=leased_at)
+        overdue = self.clock.now_ms() - leased_at - self.send_lease
+        if overdue >= 0:
+            self.logger.warning(
+                "Message %r of cron job %r was sent %d milliseconds after its send lease ended; if "
+                "another scheduler took the send over, workers run it once.",
+                send.message_id,
+                job.name,
+                overdue,
+            )
         self.logger.info(
             "Cron job %r fired occurrence %s as message %r%s.",
             job.name,
@@ -128,6 +287,7 @@ class Sender:
     def run_now(self, job: CronJob) -> Message[Any]:
         """Send ``job`` now, outside its schedule; the run becomes the job's pending run."""
         message = job.message(str(uuid.uuid4()), occurrence_ms=None)
+        message = dataclasses.replace(message, options={**message.options, SEND_ID_OPTION: uuid.uuid4().hex})
         with internal_enqueue("scheduled"):
             self.broker.enqueue(message)
         try:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from dramatiq_resilience import FakeClock, StateBackend
-from dramatiq_resilience.backends.cron import CronClaim, CronSend, InflightMessage
+from dramatiq_resilience.backends.cron import (
+    RUN_MEMORY,
+    RUN_MEMORY_COUNT,
+    CronClaim,
+    CronJobState,
+    CronSend,
+    InflightMessage,
+)
 
 T0 = 1_767_225_600_000  # the FakeClock's start
 SPEC = {"actor_name": "report", "queue_name": "default", "schedule": "*/5 * * * *", "timezone": "UTC"}
@@ -83,6 +90,7 @@ def test_overlap_skip_until_the_pending_run_finishes_or_its_lease_ends(
     backend.cron_finished("report", "m3", status="succeeded")
     backend.cron_finished("report", "m1", status="succeeded")  # m3 took pending over: nothing to clear
     assert claim(backend, T0 + 3_000, "m4", skip_if_pending=True).status == "claimed"
+    backend.cron_sent("report", "m4", occurrence_ms=T0 + 3_000)  # sent, then lost
     clock.advance(59_999)
     assert claim(backend, T0 + 4_000, "m5", skip_if_pending=True).status == "overlap"
     clock.advance(1)  # m4's 60 s lease is over: a lost message no longer blocks the job
@@ -169,6 +177,101 @@ def test_an_unconfirmed_send_older_than_the_grace_is_dropped(backend: StateBacke
         "none", previous_ms=T0, expired=(CronSend(T0, "m1"),)
     )
     assert claim(backend, None, grace_ms=30_000) == CronClaim("none", previous_ms=T0)
+
+
+def job(backend: StateBackend, name: str = "report") -> CronJobState:
+    state = backend.cron_job(name)
+    assert state is not None
+    return state
+
+
+def test_an_unsent_occurrence_dropped_after_the_grace_stops_blocking_overlap_skip(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """Dropping an expired unconfirmed send clears the pending run it set, in the same claim."""
+    backend.cron_register("report", SPEC, next_run_ms=None)
+    assert claim(backend, T0, "m1", skip_if_pending=True).status == "claimed"
+    clock.advance(30_001)
+    nxt = claim(backend, T0 + 31_000, "m2", skip_if_pending=True)
+    assert nxt == CronClaim("claimed", previous_ms=T0, expired=(CronSend(T0, "m1"),))
+    assert (job(backend).pending_message_id, job(backend).pending_until_ms) == ("m2", T0 + 90_001)
+
+
+def test_dropping_an_unsent_occurrence_keeps_a_later_pending_run(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """A dropped send that is no longer the pending run leaves the pending run alone."""
+    backend.cron_register("report", SPEC, next_run_ms=None)
+    claim(backend, T0, "m1")
+    claim(backend, T0 + 1_000, "m2")  # overlap="allow": m2 is pending now
+    backend.cron_sent("report", "m2", occurrence_ms=T0 + 1_000)
+    clock.advance(30_001)
+    assert claim(backend, None) == CronClaim("none", previous_ms=T0 + 1_000, expired=(CronSend(T0, "m1"),))
+    assert (job(backend).pending_message_id, job(backend).pending_until_ms) == ("m2", T0 + 60_000)
+
+
+def test_recover_runs_recovery_for_every_job_given(backend: StateBackend, clock: FakeClock) -> None:
+    """cron_recover answers per job: expired sends leased to the caller or, past each grace, dropped."""
+    backend.cron_register("report", SPEC, next_run_ms=None)
+    backend.cron_register("digest", SPEC, next_run_ms=None)
+    claim(backend, T0, "r1")
+    backend.cron_claim(
+        "digest", T0, "d1", next_run_ms=None, skip_if_pending=True, lease_ms=60_000,
+        send_lease_ms=10_000, grace_ms=60_000,
+    )  # fmt: skip
+    clock.advance(10_000)
+    graces = {"report": 5_000, "digest": 60_000, "idle": 60_000}
+    assert backend.cron_recover(graces, send_lease_ms=10_000) == {
+        "report": CronClaim("none", previous_ms=T0, expired=(CronSend(T0, "r1"),)),
+        "digest": CronClaim("none", previous_ms=T0, recovered=(CronSend(T0, "d1"),)),
+        "idle": CronClaim("none"),
+    }
+    assert (job(backend, "report").pending_message_id, job(backend, "digest").pending_message_id) == (
+        None, "d1"
+    )  # fmt: skip
+    assert backend.cron_recover(graces, send_lease_ms=10_000)["digest"] == CronClaim("none", previous_ms=T0)
+    assert backend.cron_recover({}, send_lease_ms=10_000) == {}
+
+
+def test_a_second_send_of_a_started_run_is_refused(backend: StateBackend, clock: FakeClock) -> None:
+    """The first send id started wins; its redeliveries run, another send of the id is refused."""
+    backend.cron_register("report", SPEC, next_run_ms=None)
+    claim(backend, T0, "m1")
+    assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="a") is True
+    backend.cron_finished("report", "m1", status="succeeded")
+    clock.advance(1_000)
+    assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="b") is False
+    state = job(backend)
+    assert (state.last_status, state.last_message_id, state.pending_message_id) == ("succeeded", "m1", None)
+    assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="a") is True  # a redelivery
+    assert job(backend).last_status == "running"
+    assert backend.cron_started("report", "m1", lease_ms=60_000) is True  # no send id: not checked
+    assert backend.cron_started("report", "m2", lease_ms=60_000, send_id="b") is True
+    assert backend.cron_started("ghost", "m1", lease_ms=60_000, send_id="b") is True
+    assert [state.name for state in backend.cron_jobs()] == ["report"]
+
+
+def test_started_runs_are_remembered_for_a_day_and_a_thousand_runs(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """A started run is forgotten after RUN_MEMORY ms, or once RUN_MEMORY_COUNT later runs started."""
+    assert (RUN_MEMORY, RUN_MEMORY_COUNT) == (86_400_000, 1_000)
+    backend.cron_register("report", SPEC, next_run_ms=None)
+    backend.cron_started("report", "old", lease_ms=1_000, send_id="a")
+    clock.advance(RUN_MEMORY - 1)
+    backend.cron_started("report", "new", lease_ms=1_000, send_id="a")
+    assert backend.cron_started("report", "old", lease_ms=1_000, send_id="b") is False
+    clock.advance(1)
+    backend.cron_started("report", "newer", lease_ms=1_000, send_id="a")  # trims "old"
+    assert backend.cron_started("report", "old", lease_ms=1_000, send_id="b") is True  # as a new run
+    for n in range(RUN_MEMORY_COUNT - 3):  # "new", "newer" and "old" are remembered
+        clock.advance(1)
+        backend.cron_started("report", f"m{n}", lease_ms=1_000, send_id="a")
+    assert backend.cron_started("report", "new", lease_ms=1_000, send_id="b") is False
+    clock.advance(1)
+    backend.cron_started("report", "last", lease_ms=1_000, send_id="a")  # one over the count
+    assert backend.cron_started("report", "newer", lease_ms=1_000, send_id="b") is False
+    assert backend.cron_started("report", "new", lease_ms=1_000, send_id="b") is True
 
 
 def test_a_missed_occurrence_is_reported_once(backend: StateBackend) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -388,3 +389,120 @@ def test_scans_work_with_the_middleware_added_by_hand(
     )
     clock.advance(1_000)
     assert run_scan(stub_broker, "stalled") == {"processes": 1, "running": 1, "stalled": 1}
+
+
+@pytest.fixture(params=["stub", "redis"])
+def any_backend(request: pytest.FixtureRequest, clock: dr.FakeClock) -> Any:
+    if request.param == "stub":
+        yield dr.StubBackend(clock=clock)
+        return
+    url, namespace = request.getfixturevalue("redis_url"), request.getfixturevalue("namespace")
+    backend = dr.RedisBackend(url=url, namespace=namespace, clock=clock)
+    yield backend
+    backend.close()
+
+
+def duplicate_world(broker: StubBroker, backend: dr.StateBackend) -> tuple[list[int], Any]:
+    dr.install(
+        broker, backend=backend, breaker=False, health=False,
+        scheduling={"run_scheduler": False, "scans": False},
+    )  # fmt: skip
+    ran: list[int] = []
+
+    @dr.cron("0 * * * *")
+    @dramatiq.actor(max_retries=0)
+    def hourly() -> None:
+        ran.append(1)
+
+    return ran, hourly
+
+
+def test_a_send_whose_confirmation_was_lost_runs_once(
+    stub_broker: StubBroker,
+    any_backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    sent: Sent,
+    captured: list[dr.Event],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Enqueued, cron_sent failing for 7.5 s: another scheduler sends the same id again after the lease;
+    the worker runs the first copy and skips the second (cron_skipped "duplicate")."""
+    ran, _ = duplicate_world(stub_broker, any_backend)
+    first, second = (dr.Scheduler(stub_broker, clock=clock, scans=False).start(timer=False) for _ in range(2))
+    confirm, down = any_backend.cron_sent, [True]
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        if down[0]:
+            raise dr.BackendUnavailable("blip")
+        confirm(*args, **kwargs)
+
+    monkeypatch.setattr(any_backend, "cron_sent", flaky)
+    clock.advance(3_600_000)
+    assert first.fire_due("hourly") == "claimed"
+    assert clock.now_ms() == T0 + 3_600_000 + 7_500  # confirmation retried for 3/4 of the lease
+    down[0] = False
+    clock.advance(2_499)
+    second.poll()
+    assert len(sent.of("hourly")) == 1
+    clock.advance(1)  # the send lease ends
+    second.poll()
+    message_id = occurrence_message_id("hourly", T0 + 3_600_000)
+    copies = sent.of("hourly")
+    assert [m.message_id for m in copies] == [message_id, message_id]
+    assert len({m.options["cron_send_id"] for m in copies}) == 2
+    process(stub_broker)
+    assert ran == [1]
+    assert [(e["reason"], e["message_id"], e["occurrence_ms"]) for e in named(captured, "cron_skipped")] == [
+        ("duplicate", message_id, T0 + 3_600_000)
+    ]
+    assert [e["status"] for e in named(captured, "cron_finished")] == ["succeeded"]
+    state = dr.CronJobs(any_backend).get("hourly")
+    assert (state.last_status, state.last_message_id, state.pending_message_id) == (
+        "succeeded", message_id, None
+    )  # fmt: skip
+
+
+def test_a_blocked_enqueue_is_abandoned_at_half_the_lease_and_runs_once(
+    stub_broker: StubBroker,
+    any_backend: dr.StateBackend,
+    clock: dr.FakeClock,
+    sent: Sent,
+    captured: list[dr.Event],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """broker.enqueue hangs: abandoned after 5 s (cron_send_failed, TimeoutError), taken over when the
+    lease ends; when the hung call goes through after all, the worker still runs the job once."""
+    ran, _ = duplicate_world(stub_broker, any_backend)
+    scheduler = dr.Scheduler(stub_broker, clock=clock, scans=False).start(timer=False)
+    enqueue, gate, calls = stub_broker.enqueue, threading.Event(), []
+
+    def hangs_once(message: Any, *, delay: Any = None) -> Any:
+        calls.append(message.options["cron_send_id"])
+        if len(calls) == 1:
+            clock.advance(5_000)  # the connection hangs...
+            assert gate.wait(10)  # ...until the test lets it go
+        return enqueue(message, delay=delay)
+
+    monkeypatch.setattr(stub_broker, "enqueue", hangs_once)
+    clock.advance(3_600_000)
+    assert scheduler.fire_due("hourly") == "claimed"
+    [failed] = named(captured, "cron_send_failed")
+    assert (type(failed["error"]), str(failed["error"])) == (
+        TimeoutError, "the broker did not answer within 5000 milliseconds"
+    )  # fmt: skip
+    assert sent.of("hourly") == []
+    clock.advance(5_000)  # the send lease ends
+    scheduler.poll()
+    message_id = occurrence_message_id("hourly", T0 + 3_600_000)
+    assert [m.message_id for m in sent.of("hourly")] == [message_id]
+    gate.set()
+    for thread in threading.enumerate():
+        if thread.name == "dramatiq-resilience-enqueue":
+            thread.join(5)
+    assert [m.options["cron_send_id"] for m in sent.of("hourly")] == [calls[1], calls[0]]
+    process(stub_broker)
+    assert ran == [1]
+    assert [e["reason"] for e in named(captured, "cron_skipped")] == ["duplicate"]
+    assert [(e["occurrence_ms"], e["recovered"]) for e in named(captured, "cron_fired")] == [
+        (T0 + 3_600_000, True)
+    ]

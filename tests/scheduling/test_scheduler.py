@@ -377,3 +377,178 @@ def test_a_send_the_broker_refused_is_retried_by_the_next_claim(
         (T0 + 10_000, True),
         (T0 + 20_000, False),
     ]
+
+
+@pytest.fixture(params=["stub", "redis"])
+def make_backend(request: pytest.FixtureRequest) -> Any:
+    """Builds a StubBackend or a RedisBackend (private server, own namespace) on a given clock."""
+    made: list[dr.StateBackend] = []
+
+    def make(clock: dr.FakeClock) -> dr.StateBackend:
+        if request.param == "stub":
+            backend: dr.StateBackend = dr.StubBackend(clock=clock)
+        else:
+            url, namespace = request.getfixturevalue("redis_url"), request.getfixturevalue("namespace")
+            backend = dr.RedisBackend(url=url, namespace=namespace, clock=clock)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def died_after_claiming(backend: dr.StateBackend, job: str, occurrence: int, **kwargs: Any) -> str:
+    """What a scheduler that died between its claim and its send left: a claim, nothing sent."""
+    message_id = occurrence_message_id(job, occurrence)
+    options = {"skip_if_pending": True, "lease_ms": 3_600_000, "grace_ms": 60_000, **kwargs}
+    claim = backend.cron_claim(job, occurrence, message_id, next_run_ms=None, send_lease_ms=10_000, **options)
+    assert claim.status == "claimed"
+    return message_id
+
+
+def test_a_restarted_single_scheduler_sends_what_it_claimed_before_it_died(
+    stub_broker: StubBroker,
+    clock: dr.FakeClock,
+    sent: Sent,
+    tick_actor: Any,
+    make_backend: Any,
+    captured: list[dr.Event],
+) -> None:
+    """The only scheduler claims 01:00 and dies; restarted, its poll sends 01:00 when the lease ends."""
+    backend = make_backend(clock)
+    dr.schedule(tick_actor, "0 * * * *")
+    first = make_scheduler(stub_broker, backend, clock)
+    first.sender.send = lambda *args, **kwargs: True  # type: ignore[method-assign]  # dies before sending
+    clock.advance(3_600_000)
+    assert first.fire_due("tick") == "claimed"
+    first.shutdown()
+    clock.advance(5_000)
+    restarted = make_scheduler(stub_broker, backend, clock)
+    assert sent.of("tick") == []
+    clock.advance(4_999)
+    restarted.poll()
+    assert sent.of("tick") == []  # the lease (10 s from the claim) has not ended
+    clock.advance(1)
+    restarted.poll()
+    assert [m.message_id for m in sent.of("tick")] == [occurrence_message_id("tick", T0 + 3_600_000)]
+    assert [(e["occurrence_ms"], e["recovered"]) for e in named(captured, "cron_fired")] == [
+        (T0 + 3_600_000, True)
+    ]
+    assert dr.CronJobs(backend).get("tick").last_status == "queued"
+    clock.advance(3_600_000)
+    restarted.tick()
+    assert sent.occurrences("tick") == [T0 + 3_600_000, T0 + 7_200_000]
+    assert named(captured, "cron_missed") == []
+
+
+def test_a_scheduler_started_after_the_lease_ended_sends_the_unsent_occurrence_at_once(
+    stub_broker: StubBroker, clock: dr.FakeClock, sent: Sent, tick_actor: Any, make_backend: Any
+) -> None:
+    """A fresh scheduler that never saw the claim takes the expired send over in start()."""
+    backend = make_backend(clock)
+    dr.schedule(tick_actor, "0 * * * *")
+    clock.advance(3_600_000)
+    message_id = died_after_claiming(backend, "tick", T0 + 3_600_000)
+    clock.advance(10_000)
+    make_scheduler(stub_broker, backend, clock)
+    assert [m.message_id for m in sent.of("tick")] == [message_id]
+
+
+def test_an_unsent_occurrence_past_its_grace_is_reported_once_and_does_not_block_the_job(
+    stub_broker: StubBroker,
+    clock: dr.FakeClock,
+    sent: Sent,
+    tick_actor: Any,
+    make_backend: Any,
+    captured: list[dr.Event],
+) -> None:
+    """misfire_grace (5 s) < send_lease (10 s): a dead claimer's occurrence is missed ("unsent"), once;
+    overlap="skip" skips only the occurrence during its lease, then the job runs again."""
+    backend = make_backend(clock)
+    dr.schedule(tick_actor, every=5_000, misfire_grace=5_000)
+    schedulers = [make_scheduler(stub_broker, backend, clock) for _ in range(2)]
+    clock.advance(5_000)
+    died_after_claiming(backend, "tick", T0 + 5_000, grace_ms=5_000)
+    for _ in range(2):  # T0+10s (its lease still runs), T0+15s (it ended at T0+15s)
+        clock.advance(5_000)
+        for scheduler in schedulers:
+            scheduler.tick()
+    assert sent.occurrences("tick") == [T0 + 15_000]
+    assert [(e["occurrence_ms"], e["reason"]) for e in named(captured, "cron_skipped")] == [
+        (T0 + 10_000, "overlap")
+    ]
+    state = dr.CronJobs(backend).get("tick")
+    assert state.pending_message_id == occurrence_message_id("tick", T0 + 15_000)
+    assert [(e["occurrence_ms"], e["reason"], e["late_ms"]) for e in named(captured, "cron_missed")] == [
+        (T0 + 5_000, "unsent", 10_000)
+    ]
+
+
+def test_a_poll_before_the_lease_ends_does_not_forget_the_takeover(
+    stub_broker: StubBroker,
+    clock: dr.FakeClock,
+    sent: Sent,
+    tick_actor: Any,
+    make_backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead claimer claimed 500 ms after the survivor read its clock: the poll at the survivor's
+    idea of the lease end finds nothing, a later poll still sends the occurrence."""
+    backend = make_backend(clock)
+    dr.schedule(tick_actor, "0 * * * *")
+    survivor = make_scheduler(stub_broker, backend, clock)
+    claim, raced = backend.cron_claim, []
+
+    def slow_claim(name: str, occurrence: Any, *args: Any, **kwargs: Any) -> Any:
+        if occurrence is not None and not raced:  # the survivor's call reaches the backend late
+            clock.advance(500)
+            raced.append(occurrence_message_id(name, occurrence))
+            died = claim(name, occurrence, raced[0], *args[1:], **kwargs)  # the other scheduler's
+            assert died.status == "claimed"
+        return claim(name, occurrence, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "cron_claim", slow_claim)
+    clock.advance(3_600_000)
+    assert survivor.fire_due("tick") == "taken"  # the lease ends at T0+1h+10.5s
+    clock.advance(10_001 - 500)
+    survivor.poll()
+    assert sent.of("tick") == []
+    clock.advance(499)
+    survivor.poll()
+    assert [m.message_id for m in sent.of("tick")] == raced
+
+
+def test_a_failed_confirmation_is_retried_so_nobody_sends_again(
+    stub_broker: StubBroker,
+    clock: dr.FakeClock,
+    sent: Sent,
+    tick_actor: Any,
+    make_backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cron_sent fails twice (a blip): retried after 50 and 100 ms; no takeover after the lease."""
+    backend = make_backend(clock)
+    dr.schedule(tick_actor, "0 * * * *")
+    schedulers = [make_scheduler(stub_broker, backend, clock) for _ in range(2)]
+    confirm, failures = backend.cron_sent, [2]
+
+    def blip(*args: Any, **kwargs: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise dr.BackendUnavailable("blip")
+        confirm(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "cron_sent", blip)
+    clock.advance(3_600_000)
+    schedulers[0].tick()
+    state = dr.CronJobs(backend).get("tick")
+    assert (state.last_run_ms, state.last_status, clock.now_ms()) == (
+        T0 + 3_600_150,
+        "queued",
+        T0 + 3_600_150,
+    )
+    clock.advance(60_000)
+    for scheduler in schedulers:
+        scheduler.tick()
+    assert sent.occurrences("tick") == [T0 + 3_600_000]

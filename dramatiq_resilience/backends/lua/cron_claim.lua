@@ -20,7 +20,11 @@
 -- them gets past the comparison; the others answer "taken".  The decision to
 -- skip (disabled, overlap) or to report a miss is taken by that one caller
 -- too, so it is reported once.  A claimer that dies before confirming its send leaves its
--- entry in KEYS[2]; once the send lease expires the next caller takes it over.
+-- entry in KEYS[2]; once the send lease expires the next caller takes it over.  An entry
+-- too old to send (beyond the grace) is dropped, and so is the pending run it set
+-- (pending_id, pending_until in KEYS[1]) when it still is the pending one: that message
+-- was never confirmed sent, so with overlap="skip" it must not block the next
+-- occurrences until its overlap lease ends.
 local now = now_ms()
 local job, sending = KEYS[1], KEYS[2]
 local occurrence = tonumber(ARGV[2])
@@ -36,6 +40,9 @@ for i = 1, #entries, 2 do
     if until_ms <= now then
         if occ < now - tonumber(ARGV[8]) then
             redis.call("hdel", sending, entries[i])
+            if redis.call("hget", job, "pending_id") == sent_id then
+                redis.call("hdel", job, "pending_id", "pending_until")
+            end
             table.insert(expired, entries[i])
             table.insert(expired, sent_id)
         else
