@@ -149,6 +149,7 @@ def test_each_event_is_counted(stub_broker: StubBroker, stack: Any, stub_worker:
     qa = {"queue_name": "q", "actor_name": "a"}
     stack.metrics.start()
     dr.emit("rate_limit_exceeded", **qa, message_id="m", limit="stripe", key="acme", kind="rate")
+    dr.emit("rate_limit_disagreement", limit="stripe", kind="rate", definition="100/1000", others=["50/1000"])
     dr.emit("message_rejected", **qa, message_id="m", reason="circuit_open", error=None)
     dr.emit("breaker_transition", breaker="gw", from_state="closed", to_state="open", reason="failure_rate")
     dr.emit("dead_letters_trimmed", by_age=3, by_count=2)
@@ -160,6 +161,7 @@ def test_each_event_is_counted(stub_broker: StubBroker, stack: Any, stub_worker:
     registry = stack.metrics.registry
     name = "dramatiq_resilience_"
     assert value(registry, name + "rate_limit_refusals_total", limit="stripe", kind="rate", **qa) == 1
+    assert value(registry, name + "rate_limit_disagreements_total", limit="stripe", kind="rate") == 1
     assert value(registry, name + "messages_rejected_total", reason="circuit_open") == 1
     assert value(registry, name + "breaker_transitions_total", breaker="gw", to_state="open") == 1
     assert value(registry, name + "dead_letters_removed_total", reason="age") == 3

@@ -41,6 +41,7 @@ MESSAGES_REJECTED = metric("messages_rejected")
 DEFERRALS_FAILED = metric("deferrals_failed")
 BREAKER_TRANSITIONS = metric("breaker_transitions")
 RATE_LIMIT_REFUSALS = metric("rate_limit_refusals")
+RATE_LIMIT_DISAGREEMENTS = metric("rate_limit_disagreements")
 DEDUP_HITS = metric("dedup_hits")
 DEAD_LETTERS_CAPTURED = metric("dead_letters_captured")
 CAPTURE_FAILURES = metric("dead_letter_capture_failures")
@@ -95,6 +96,10 @@ def _transition(sink: Sink, fields: Mapping[str, Any]) -> None:
 
 def _refused(sink: Sink, fields: Mapping[str, Any]) -> None:
     sink.inc(RATE_LIMIT_REFUSALS, (*_qa(fields), _text(fields.get("limit")), _text(fields.get("kind"))))
+
+
+def _disagreement(sink: Sink, fields: Mapping[str, Any]) -> None:
+    sink.inc(RATE_LIMIT_DISAGREEMENTS, (_text(fields.get("limit")), _text(fields.get("kind"))))
 
 
 def _captured(sink: Sink, fields: Mapping[str, Any]) -> None:
@@ -175,6 +180,7 @@ EVENT_METRICS: dict[str, Counting] = {
     "deferral_failed": _with_reason(DEFERRALS_FAILED),
     "breaker_transition": _transition,
     "rate_limit_exceeded": _refused,
+    "rate_limit_disagreement": _disagreement,
     "dedup_skipped": _dedup("completed"),
     "dedup_conflict": _dedup("conflict"),
     "dedup_refused": _dedup("refused"),

@@ -125,6 +125,12 @@ METRICS: tuple[MetricSpec, ...] = (
         (*QA, "limit", "kind"),
     ),
     MetricSpec(
+        PREFIX + "rate_limit_disagreements",
+        "counter",
+        "Times this process found other processes defining one of its limits differently.",
+        ("limit", "kind"),
+    ),
+    MetricSpec(
         PREFIX + "dedup_hits",
         "counter",
         "Duplicates caught: completed (skipped), in_progress (deferred), conflict (other arguments), "
