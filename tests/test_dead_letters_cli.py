@@ -14,9 +14,11 @@ from dramatiq.brokers.redis import RedisBroker
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.backends.dead_letters import DeadLetterEntry
+from dramatiq_resilience.backends.redis_dead_letters import RedisDeadLetterOps
 from dramatiq_resilience.cli import main
 from dramatiq_resilience.cli.dlq import parse_time
 from dramatiq_resilience.cli.progress import ProgressBar
+from dramatiq_resilience.dead_letters import requeue as requeue_module
 
 from .dead_letter_records import T0, TIMEOUT, rec
 
@@ -135,6 +137,26 @@ def test_requeue_enqueues_on_the_broker_once(
     assert store.stats().dead == 1
 
 
+def test_an_unconfirmed_requeue_is_reported_and_exits_1(
+    store: dr.DeadLetterStore, dlq: Any, redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails after the enqueue: the output names the record UNCONFIRMED, warns, and exits 1."""
+    store.add_many([rec(1)])
+
+    def down(self: Any, items: Any, token: str) -> list[str]:
+        raise dr.BackendUnavailable("Redis is unavailable: down")
+
+    monkeypatch.setattr(RedisDeadLetterOps, "dead_letters_finish", down)
+    monkeypatch.setattr(requeue_module.time, "sleep", lambda seconds: None)
+    broker_args = ["--broker-url", redis_url, "--broker-namespace", f"{namespace}-b"]
+    code, out, _ = dlq("requeue", "m00001", *broker_args)
+    lines = out.splitlines()
+    assert (code, lines[0]) == (1, "Requeued 0 record(s); 0 skipped, 0 failed, 1 UNCONFIRMED.")
+    assert lines[1].startswith("Unconfirmed records stay claimed: check whether their messages were enqueued")
+    assert "m00001  UNCONFIRMED  enqueued, but not marked requeued: the store failed" in out
+    assert store.stats().claimed == 1
+
+
 def test_requeue_dry_run_needs_no_broker_but_a_real_one_does(store: dr.DeadLetterStore, dlq: Any) -> None:
     """--dry-run works without a broker; without one a requeue is a usage error (exit 2)."""
     store.add_many([rec(1)])
@@ -186,6 +208,7 @@ def test_import_moves_a_redis_broker_xq_into_the_store(
         "imported": 3,
         "already_stored": 0,
         "undecodable": 0,
+        "replaced_unreadable": 0,
     }
     records = list(store.iterate())
     assert [(r.category, r.attempts, r.last_failure_at) for r in records] == [

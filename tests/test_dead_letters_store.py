@@ -9,6 +9,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import dramatiq
+import msgpack
 import pytest
 from dramatiq import Message
 from dramatiq.brokers.stub import StubBroker
@@ -292,6 +294,142 @@ def test_concurrent_requeues_enqueue_each_record_once(store: dr.DeadLetterStore,
     assert sum(report.count for report in reports) == 600
 
 
+def test_a_finish_whose_reply_is_lost_is_retried_and_each_record_enqueued_once(
+    store: dr.DeadLetterStore,
+    backend: dr.StateBackend,
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """finish runs but its reply is lost, then fails once more: retried after 50 and 100 ms, requeued once."""
+    fill(store, [rec(n) for n in range(3)])
+    real = backend.dead_letters_finish
+    calls: list[list[str]] = []
+
+    def flaky(items: Any, token: str) -> list[str]:
+        calls.append([record_id for record_id, _ in items])
+        if len(calls) == 1:
+            real(items, token)
+            raise dr.BackendUnavailable("reply lost")
+        if len(calls) == 2:
+            raise dr.BackendUnavailable("down")
+        return real(items, token)
+
+    slept: list[float] = []
+    monkeypatch.setattr(backend, "dead_letters_finish", flaky)
+    monkeypatch.setattr(requeue_module.time, "sleep", slept.append)
+    report = store.requeue(broker=broker, filter={})
+    ids = ["m00000", "m00001", "m00002"]
+    assert (report.requeued, report.unconfirmed, report.failed, report.skipped) == (ids, {}, {}, {})
+    assert (calls, slept) == ([ids, ids, ids], [0.05, 0.1])
+    assert [m.message_id for m in queued(broker)] == ids
+    assert [len(store.get(i).redrives) for i in ids] == [1, 1, 1]  # type: ignore[union-attr]
+    stats = store.stats()
+    assert (stats.dead, stats.claimed, stats.requeued) == (0, 0, 3)
+    clock.advance(dr.dead_letters.store.DEFAULT_CLAIM_TIMEOUT)
+    assert store.trim().released_claims == 0
+    assert store.requeue(broker=broker, filter={}).requeued == []
+    assert len(queued(broker)) == 3
+
+
+def test_a_store_that_stays_down_after_the_enqueue_leaves_records_claimed_and_unconfirmed(
+    store: dr.DeadLetterStore,
+    backend: dr.StateBackend,
+    broker: StubBroker,
+    clock: dr.FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """finish fails through the backoff: they stay claimed and unconfirmed; the batch ahead is released."""
+    fill(store, [rec(n) for n in range(5)])
+
+    def down(items: Any, token: str) -> list[str]:
+        raise dr.BackendUnavailable("down")
+
+    slept: list[float] = []
+    monkeypatch.setattr(backend, "dead_letters_finish", down)
+    monkeypatch.setattr(requeue_module.time, "sleep", slept.append)
+    monkeypatch.setattr(requeue_module, "BATCH", 2)
+    with caplog.at_level(logging.ERROR, logger="dramatiq_resilience.dead_letters.requeue"):
+        report = store.requeue(broker=broker, filter={})
+    why = "enqueued, but not marked requeued: the store failed (BackendUnavailable: down)"
+    assert report.unconfirmed == {"m00000": why, "m00001": why}
+    assert (report.requeued, report.failed) == ([], {})
+    assert report.skipped == {"m00002": "not_attempted", "m00003": "not_attempted"}
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
+    assert [m.message_id for m in queued(broker)] == ["m00000", "m00001"]
+    stats = store.stats()
+    assert (stats.dead, stats.claimed, stats.requeued) == (3, 2, 0)
+    [line] = [r.getMessage() for r in caplog.records if "unconfirmed" in r.getMessage()]
+    assert line.startswith("Requeue (manual) stopped: 0 requeued, 2 skipped, 0 failed, and 2 unconfirmed: ")
+    clock.advance(dr.dead_letters.store.DEFAULT_CLAIM_TIMEOUT)
+    assert store.trim().released_claims == 2
+
+
+def test_a_claim_whose_reply_is_lost_is_retried_by_the_same_token(
+    store: dr.DeadLetterStore, backend: dr.StateBackend, broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """claim runs but its reply is lost: the retry gets the records back, each enqueued once."""
+    fill(store, [rec(n) for n in range(2)])
+    real = backend.dead_letters_claim
+    calls: list[str] = []
+
+    def flaky(record_ids: Any, token: str) -> Any:
+        calls.append(token)
+        claimed = real(record_ids, token)
+        if len(calls) == 1:
+            raise dr.BackendUnavailable("reply lost")
+        return claimed
+
+    slept: list[float] = []
+    monkeypatch.setattr(backend, "dead_letters_claim", flaky)
+    monkeypatch.setattr(requeue_module.time, "sleep", slept.append)
+    report = store.requeue(["m00000", "m00001"], broker=broker)
+    assert (report.requeued, report.skipped, slept) == (["m00000", "m00001"], {}, [0.05])
+    assert calls[0] == calls[1]
+    assert [m.message_id for m in queued(broker)] == ["m00000", "m00001"]
+
+
+def test_a_batch_claimed_ahead_is_released_when_the_requeue_fails(
+    store: dr.DeadLetterStore, backend: dr.StateBackend, broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in one batch: the next batch, already claimed ahead, goes back to dead."""
+    fill(store, [rec(n) for n in range(5)])
+
+    def broken(items: Any, token: str) -> list[str]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(backend, "dead_letters_finish", broken)
+    monkeypatch.setattr(requeue_module, "BATCH", 2)
+    with pytest.raises(RuntimeError, match="bug"):
+        store.requeue(broker=broker, filter={})
+    assert [m.message_id for m in queued(broker)] == ["m00000", "m00001"]
+    stats = store.stats()
+    assert (stats.dead, stats.claimed) == (3, 2)
+    assert [i.record_id for i in store.list(newest_first=False)] == ["m00002", "m00003", "m00004"]
+
+
+def test_a_refused_enqueue_on_the_stub_broker_is_certain_and_released(
+    store: dr.DeadLetterStore, broker: StubBroker
+) -> None:
+    """A before_enqueue refusal enqueued nothing: the record is failed and dead again, not unconfirmed."""
+
+    class Refuse(dramatiq.Middleware):
+        def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+            raise dramatiq.middleware.MiddlewareError("refused")
+
+    fill(store, [rec(1)])
+    broker.add_middleware(Refuse())
+    report = store.requeue(["m00001"], broker=broker)
+    assert (report.failed, report.unconfirmed, report.requeued) == (
+        {"m00001": "MiddlewareError: refused"},
+        {},
+        [],
+    )
+    assert queued(broker) == []
+    assert (store.stats().dead, store.stats().claimed) == (1, 0)
+
+
 def test_requeue_needs_ids_or_a_filter_and_a_canonical_queue(
     store: dr.DeadLetterStore, broker: StubBroker
 ) -> None:
@@ -426,3 +564,64 @@ def test_redrive_policy_checks_its_arguments() -> None:
         dr.RedrivePolicy(match={"category": "transient", "actor": ["a", "b"]}).name
         == "actor=a,b category=transient"
     )
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def dead_message(n: int) -> Message[Any]:
+    """Message m<n> as Dramatiq leaves it in the broker's dead-letter queue."""
+    return Message(
+        queue_name="payments",
+        actor_name="charge",
+        args=(n,),
+        kwargs={},
+        options={"retries": 2},
+        message_id=f"m{n:05d}",
+        message_timestamp=T0,
+    )
+
+
+def test_import_replaces_unreadable_records_with_the_brokers_copy_and_keeps_readable_ones(
+    store: dr.DeadLetterStore, backend: dr.StateBackend, broker: StubBroker
+) -> None:
+    """Import replaces corrupt and data-less records with the broker's copies and keeps readable ones."""
+    newer = msgpack.packb({"v": 2, "record_id": "m00003"})
+    backend.dead_letters_write(
+        [
+            DeadLetterEntry("m00001", b"\xc1corrupt", T0, "charge", "payments", TIMEOUT, "transient"),
+            DeadLetterEntry("m00003", newer, T0, "charge", "payments", TIMEOUT, "transient"),
+        ],
+        replace=True,
+    )
+    fill(store, [rec(2), rec(4)])
+    if isinstance(backend, dr.RedisBackend):
+        backend.client.hdel(f"{backend.namespace}:dead_letters:{{dlq}}:rec", "m00004")
+    else:
+        backend.data["dead_letters"].rec.pop("m00004")
+    broker.dead_letters_by_queue["payments"].extend(dead_message(n) for n in range(1, 6))
+    report = store.import_from(broker)
+    item = report.queues["payments"]
+    assert (item.before, item.imported, item.replaced_unreadable, item.already_stored, item.after) == (
+        5,
+        3,
+        2,
+        2,
+        0,
+    )
+    items = {i.record_id: i for i in store.iterate()}
+    assert [(i.record_id, i.readable, i.category) for _, i in sorted(items.items())] == [
+        ("m00001", True, "imported"),
+        ("m00002", True, "transient"),
+        ("m00003", False, "transient"),
+        ("m00004", True, "imported"),
+        ("m00005", True, "imported"),
+    ]
+    repaired = [items["m00001"], items["m00004"]]
+    assert [(r.args, r.attempts, r.status) for r in repaired if isinstance(r, DeadLetterRecord)] == [
+        ((1,), 3, "dead"),
+        ((4,), 3, "dead"),
+    ]
+    [stored] = backend.dead_letters_get(["m00003"])
+    assert stored is not None and stored.payload == newer
+    assert store.stats().dead == 5

@@ -22,7 +22,9 @@ runs on one Redis Cluster slot):
 
 A record's status is ``dead`` (listed by default), ``claimed`` (a requeue
 holds it: it is enqueueing the message now) or ``requeued`` (kept with its
-redrive history until retention removes it).  Removed ids leave a tombstone
+redrive history until retention removes it).  The index keeps the token of
+the requeue operation that claimed or finished a record, so that both steps
+can be retried safely.  Removed ids leave a tombstone
 so that importing a broker's dead-letter queue does not bring back a record
 that was purged, trimmed or requeued.
 
@@ -157,7 +159,8 @@ class DeadLetterOps(abc.ABC):
         (``WRITE_REPLACED``) and a tombstone is ignored: the middleware
         capturing a new final failure.  Without it, an id that exists or has
         a tombstone is left alone (``WRITE_SKIPPED``): imports never
-        duplicate a captured record nor revive a removed one.
+        duplicate a captured record nor revive a removed one (an unreadable
+        record is then replaced with :meth:`dead_letters_repair`).
         """
 
     @abc.abstractmethod
@@ -192,8 +195,10 @@ class DeadLetterOps(abc.ABC):
         """Atomically move the ``dead`` records among ``record_ids`` to ``claimed`` by ``token``.
 
         Returns the claimed ones, with payloads, in the given order.  A
-        record claimed, requeued or unknown is not returned: of two
-        concurrent requeues of one record, exactly one claims it.
+        record claimed by another token, requeued or unknown is not returned:
+        of two concurrent requeues of one record, exactly one claims it.
+        Records already claimed by ``token`` are returned again (with their
+        first claim time), so a call whose reply was lost can be retried.
         """
 
     @abc.abstractmethod
@@ -204,8 +209,22 @@ class DeadLetterOps(abc.ABC):
     def dead_letters_finish(self, items: Sequence[tuple[str, bytes]], token: str) -> list[str]:
         """Mark records claimed by ``token`` ``requeued``, storing their updated payloads.
 
-        Returns the ids finished; an id missing from the result lost its
+        Returns the ids finished by ``token``, by this call or an earlier one
+        (idempotent: a call whose reply was lost can be retried, and the
+        payload is written once); an id missing from the result lost its
         claim (released as stale, or removed) while it was being requeued.
+        """
+
+    @abc.abstractmethod
+    def dead_letters_repair(self, items: Sequence[tuple[DeadLetterEntry, str]]) -> list[int]:
+        """Replace unreadable records with readable copies; one outcome per item.
+
+        Each item is a copy and the SHA-1 (hex) of the stored payload that the
+        caller read and could not decode (``""`` if the payload was missing).
+        The record is replaced (``WRITE_REPLACED``: new payload, failure time
+        and facets, same status) only if its payload is still that one; else
+        it is left alone (``WRITE_SKIPPED``): it was rewritten since (by a
+        writer of readable records) or removed.
         """
 
     @abc.abstractmethod

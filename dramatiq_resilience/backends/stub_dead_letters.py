@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -256,12 +257,14 @@ class StubDeadLetterOps(StubBase, DeadLetterOps):
 
     def dead_letters_claim(self, record_ids: Sequence[str], token: str) -> list[StoredDeadLetter]:
         claimed = []
+        status = f"c:{token}"
         with self.atomic() as now:
             state = self._state()
             for record_id in record_ids:
                 entry = state.idx.get(record_id)
-                if entry is not None and entry.status == "d":
-                    state.move(record_id, entry, f"c:{token}", now)
+                if entry is not None and entry.status in ("d", status):
+                    if entry.status == "d":
+                        state.move(record_id, entry, status, now)
                     claimed.append(_stored(record_id, entry, state.rec.get(record_id)))
         return claimed
 
@@ -278,15 +281,38 @@ class StubDeadLetterOps(StubBase, DeadLetterOps):
 
     def dead_letters_finish(self, items: Sequence[tuple[str, bytes]], token: str) -> list[str]:
         done = []
+        claimed, finished = f"c:{token}", f"r:{token}"
         with self.atomic() as now:
             state = self._state()
             for record_id, payload in items:
                 entry = state.idx.get(record_id)
-                if entry is not None and entry.status == f"c:{token}":
-                    state.move(record_id, entry, "r", now)
+                if entry is not None and entry.status == claimed:
+                    state.move(record_id, entry, finished, now)
                     state.rec[record_id] = payload
                     done.append(record_id)
+                elif entry is not None and entry.status == finished:
+                    done.append(record_id)
         return done
+
+    def dead_letters_repair(self, items: Sequence[tuple[DeadLetterEntry, str]]) -> list[int]:
+        outcomes = []
+        with self.atomic() as now:
+            state = self._state()
+            for item, digest in items:
+                existing = state.idx.get(item.record_id)
+                outcome = 0
+                if existing is not None:
+                    current = state.rec.get(item.record_id)
+                    if _digest(current) == digest:
+                        claimed_at = state.claimed.scores.get(item.record_id)
+                        state.unindex(item.record_id, existing)
+                        state.rec[item.record_id] = item.payload
+                        a, q, e, c = (_clean(value) for value in item.facets())
+                        entry = _Entry(existing.status, int(item.failed_at), (a, q, e, c))
+                        state.index(item.record_id, entry, now if claimed_at is None else claimed_at)
+                        outcome = 2
+                outcomes.append(outcome)
+        return outcomes
 
     def dead_letters_delete(
         self, record_ids: Sequence[str], *, statuses: Sequence[str]
@@ -365,6 +391,11 @@ def _ties(zset: _ZSet, score: int) -> list[tuple[int, str]]:
     lo = zset.count_below(score)
     hi = zset.count_below(score, inclusive=True)
     return zset.order[lo:hi]
+
+
+def _digest(payload: bytes | None) -> str:
+    """What the Redis scripts compute: the SHA-1 (hex) of a payload, "" for none."""
+    return "" if payload is None else hashlib.sha1(payload, usedforsecurity=False).hexdigest()
 
 
 def _clean(value: str) -> str:

@@ -13,8 +13,8 @@ Filters (list, requeue, purge, export): ``--actor``, ``--queue``,
 ``--since`` and ``--until`` (an ISO time, milliseconds since the epoch, or an
 age such as ``30m``, ``2h``, ``7d``).
 
-Exit codes: 0 success, 1 failure (not found, unreadable, enqueue failed,
-backend unreachable), 2 bad usage.
+Exit codes: 0 success, 1 failure (not found, unreadable, enqueue failed or
+unconfirmed, backend unreachable), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -317,17 +317,26 @@ def cmd_requeue(args: argparse.Namespace, out: TextIO) -> int:
     else:
         verb = "Would requeue" if args.dry_run else "Requeued"
         print(
-            f"{verb} {report.count} record(s); {len(report.skipped)} skipped, {len(report.failed)} failed.",
+            f"{verb} {report.count} record(s); {len(report.skipped)} skipped, {len(report.failed)} failed"
+            + (f", {len(report.unconfirmed)} UNCONFIRMED." if report.unconfirmed else "."),
             file=out,
         )
-        rows = [(i, "skipped", why) for i, why in report.skipped.items()]
+        if report.unconfirmed:
+            print(
+                "Unconfirmed records stay claimed: check whether their messages were enqueued; `dlq trim` "
+                "puts them back to dead after the claim timeout, and requeueing them then may enqueue "
+                "them twice.",
+                file=out,
+            )
+        rows = [(i, "UNCONFIRMED", why) for i, why in report.unconfirmed.items()]
         rows += [(i, "FAILED", why) for i, why in report.failed.items()]
+        rows += [(i, "skipped", why) for i, why in report.skipped.items()]
         if rows:
             table(rows[:50], ("ID", "OUTCOME", "WHY"), out)
             if len(rows) > 50:
                 print(f"... and {len(rows) - 50} more (use --json for all).", file=out)
     not_found = ids is not None and report.count == 0 and bool(report.skipped)
-    return 1 if report.failed or not_found else 0
+    return 1 if report.failed or report.unconfirmed or not_found else 0
 
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
@@ -372,9 +381,11 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     ]
     if rows:
         table(rows, ("QUEUE", "BEFORE", "IMPORTED", "ALREADY STORED", "UNDECODABLE", "LEFT"), out)
+    replaced = sum(q.replaced_unreadable for q in report.queues.values())
     print(
-        f"Imported {report.imported} dead letter(s) from {report.broker}; "
-        f"{report.already_stored} were already stored.",
+        f"Imported {report.imported} dead letter(s) from {report.broker}"
+        + (f" ({replaced} replacing unreadable records)" if replaced else "")
+        + f"; {report.already_stored} were already stored.",
         file=out,
     )
     return 0
@@ -409,7 +420,7 @@ def cmd_redrive(args: argparse.Namespace, out: TextIO) -> int:
             why = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items())) or "-"
             rows.append((name, result.count, len(result.skipped), len(result.failed), why))
         table(rows, ("POLICY", "REQUEUED", "SKIPPED", "FAILED", "WHY SKIPPED"), out)
-    return 1 if any(r.failed for r in report.policies.values()) else 0
+    return 1 if any(r.failed or r.unconfirmed for r in report.policies.values()) else 0
 
 
 # -- parser ----------------------------------------------------------------------------

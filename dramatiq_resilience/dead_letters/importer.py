@@ -14,8 +14,12 @@ back), so nothing is lost if either side fails midway.  Records get category
 ``imported`` and the deterministic id of their message, so a message the
 middleware already recorded is not recorded twice (it is simply removed from
 the broker), and a record purged, trimmed or requeued is not revived
-(tombstones).  Imported records carry the traceback Dramatiq's ``Retries``
-saved in the message options (that of the attempt before the last), when
+(tombstones).  A readable copy is never dropped in favour of a stored record
+that cannot be read: such a record (corrupt, or its data missing) is replaced
+by the copy, keeping its status (``replaced_unreadable``); one written by a
+newer release (a newer format version) is readable there, and is kept.
+Imported records carry the traceback Dramatiq's ``Retries`` saved in the
+message options (that of the attempt before the last), when
 there is one; their error type is read from its last line.
 """
 
@@ -33,7 +37,7 @@ from dramatiq.broker import Broker
 from dramatiq.common import q_name, xq_name
 
 from .. import events
-from ..backends.dead_letters import WRITE_SKIPPED
+from ..backends.dead_letters import WRITE_REPLACED, WRITE_SKIPPED
 from ..errors import ConfigurationError
 from .record import IMPORTED, DeadLetterRecord, build_record
 from .redaction import redaction_keys
@@ -57,9 +61,13 @@ class QueueImport:
 
     Attributes:
       before, after: messages in the broker's dead-letter queue before and after.
-      imported: new records stored.
-      already_stored: messages the store already had (captured by the
-        middleware, or removed on purpose): removed from the broker only.
+      imported: records stored from the broker's copies: new ones, and
+        those of ``replaced_unreadable``.
+      replaced_unreadable: records the store had but could not read
+        (corrupt, or their data missing), replaced by the broker's readable
+        copy (keeping their status) rather than losing that copy.
+      already_stored: messages the store already had, readable (captured by
+        the middleware), or removed on purpose: removed from the broker only.
       undecodable: messages the broker's encoder could not decode, stored
         with their raw bytes (they cannot be requeued).
     """
@@ -70,6 +78,7 @@ class QueueImport:
     imported: int = 0
     already_stored: int = 0
     undecodable: int = 0
+    replaced_unreadable: int = 0
 
 
 @dataclass
@@ -203,6 +212,13 @@ def import_dead_letters(
             ]
             try:
                 outcomes = store.add_many(records, replace=False)
+                skipped = [n for n, outcome in enumerate(outcomes) if outcome == WRITE_SKIPPED]
+                if skipped:
+                    replaced = store.replace_unreadable([records[n] for n in skipped])
+                    for n, done in zip(skipped, replaced, strict=True):
+                        if done:
+                            outcomes[n] = WRITE_REPLACED
+                            item.replaced_unreadable += 1
             except BaseException:
                 settle(False)
                 raise
@@ -218,10 +234,12 @@ def import_dead_letters(
         item.after = source.depth(queue_name)
         if item.imported or item.already_stored:
             logger.info(
-                "Imported %d dead letters from %s queue %r (%d were already stored); %d left there.",
+                "Imported %d dead letters from %s queue %r (%d replacing unreadable records; %d were "
+                "already stored); %d left there.",
                 item.imported,
                 source.kind,
                 xq_name(queue_name),
+                item.replaced_unreadable,
                 item.already_stored,
                 item.after,
             )

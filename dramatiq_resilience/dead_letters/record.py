@@ -263,9 +263,15 @@ class DeadLetterRecord:
 
     # -- encoding -----------------------------------------------------------------
 
-    def encode(self) -> bytes:
-        """The msgpack encoding stored in the backend (``status`` is not part of it)."""
+    def encode(self, *, redrives: tuple[Redrive, ...] | None = None) -> bytes:
+        """The msgpack encoding stored in the backend (``status`` is not part of it).
+
+        With ``redrives``, the encoding of this record with that history
+        instead (what a requeue stores), without building that record.
+        """
         data = self._plain()
+        if redrives is not None:
+            data["redrives"] = [item.to_dict() for item in redrives]
         data.pop("status")
         data["v"] = FORMAT_VERSION
         try:
@@ -315,6 +321,20 @@ class DeadLetterRecord:
             raise CorruptRecord(
                 f"Dead-letter record {record_id!r} is unreadable: {type(exc).__name__}: {exc}", key=record_id
             ) from exc
+
+    @staticmethod
+    def newer_format(payload: bytes | None) -> bool:
+        """Whether ``payload`` is a record of a newer format version than this release reads.
+
+        Such a record is unreadable here but not corrupt: a newer release
+        (during a rolling deploy, say) reads it.
+        """
+        try:
+            data = msgpack.unpackb(payload, raw=False, strict_map_key=False) if payload else None
+        except Exception:
+            return False
+        version = data.get("v") if isinstance(data, dict) else None
+        return isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
 
     def _plain(self) -> dict[str, Any]:
         data = dict(vars(self))  # shallow: asdict() would deep-copy the arguments

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .. import events
 from ..backends.base import StateBackend
-from ..backends.dead_letters import WRITE_SKIPPED, DeadLetterEntry, StoredDeadLetter
+from ..backends.dead_letters import WRITE_REPLACED, WRITE_SKIPPED, DeadLetterEntry, StoredDeadLetter
 from ..errors import ConfigurationError, CorruptRecord
 from ..options import milliseconds, positive_int
 from .query import DeadLetterFilter, DeadLetterPage, Item, chunked, decode_cursor, encode_cursor
@@ -155,6 +156,28 @@ class TrimReport:
         return data
 
 
+def _entry(record: DeadLetterRecord) -> DeadLetterEntry:
+    return DeadLetterEntry(
+        record.record_id,
+        record.encode(),
+        record.last_failure_at,
+        record.actor_name,
+        record.queue_name,
+        record.error_type,
+        record.category,
+    )
+
+
+def _unreadable_here(stored: StoredDeadLetter) -> bool:
+    """Whether a stored payload is corrupt (not merely of a newer format version)."""
+    assert stored.payload is not None
+    try:
+        DeadLetterRecord.decode(stored.record_id, stored.payload)
+    except CorruptRecord:
+        return not DeadLetterRecord.newer_format(stored.payload)
+    return False
+
+
 def item_from(stored: StoredDeadLetter) -> Item:
     """Decode a stored record; an undecodable one becomes an :class:`UnreadableRecord`."""
     if stored.payload is None:
@@ -243,19 +266,42 @@ class DeadLetterStore:
 
     def add_many(self, records: Sequence[DeadLetterRecord], *, replace: bool = False) -> builtins.list[int]:
         """Store several records in one step; one ``WRITE_*`` outcome each."""
-        entries = [
-            DeadLetterEntry(
-                r.record_id,
-                r.encode(),
-                r.last_failure_at,
-                r.actor_name,
-                r.queue_name,
-                r.error_type,
-                r.category,
+        return self.backend.dead_letters_write([_entry(r) for r in records], replace=replace)
+
+    def replace_unreadable(self, records: Sequence[DeadLetterRecord]) -> builtins.list[bool]:
+        """Where the stored record of a ``records`` id cannot be read, store that (readable) copy.
+
+        For imports: a broker's readable copy must not be dropped in favour
+        of a corrupt record (or one whose data is missing).  The record keeps
+        its status; one that a newer release can read (a newer format
+        version) is kept, as is one rewritten since it was read (only
+        readable records are written).  Returns, per record, whether it was
+        stored.
+        """
+        stored = self.backend.dead_letters_get([r.record_id for r in records])
+        chosen: builtins.list[int] = []
+        items: builtins.list[tuple[DeadLetterEntry, str]] = []
+        for n, (record, found) in enumerate(zip(records, stored, strict=True)):
+            if found is None or not found.status:
+                continue  # unknown or removed (tombstone): the write skipped it on purpose
+            if found.payload is None:
+                digest = ""
+            elif _unreadable_here(found):
+                digest = hashlib.sha1(found.payload, usedforsecurity=False).hexdigest()
+            else:
+                continue
+            chosen.append(n)
+            items.append((_entry(record), digest))
+        replaced = [False] * len(records)
+        for n, outcome in zip(chosen, self.backend.dead_letters_repair(items) if items else [], strict=True):
+            replaced[n] = outcome == WRITE_REPLACED
+        if any(replaced):
+            logger.warning(
+                "Replaced %d unreadable dead-letter records with readable copies: %s.",
+                sum(replaced),
+                ", ".join(repr(r.record_id) for r, done in zip(records, replaced, strict=True) if done),
             )
-            for r in records
-        ]
-        return self.backend.dead_letters_write(entries, replace=replace)
+        return replaced
 
     # -- reading ---------------------------------------------------------------------
 
@@ -412,8 +458,12 @@ class DeadLetterStore:
         Each record is claimed atomically before its message is enqueued
         (inside ``internal_enqueue("redrive")``, so enqueue-side protections
         let it through), marked ``requeued`` with the redrive in its history
-        after, and released back to ``dead`` if the enqueue fails.  The
-        message keeps its id, gets a fresh timestamp, and loses its retries.
+        after, and released back to ``dead`` if the enqueue certainly failed.
+        The message keeps its id, gets a fresh timestamp, and loses its
+        retries.  When the store or the broker fails midway (after the
+        retries of :mod:`.requeue`), records whose outcome is uncertain stay
+        claimed and are reported ``unconfirmed``; ``trim()`` releases them
+        after ``claim_timeout``, and only then can one be enqueued twice.
 
         Parameters:
           ids: record ids; or ``filter``: every dead record it matches,
@@ -429,7 +479,7 @@ class DeadLetterStore:
           progress: ``progress(done, total)`` after each batch.
 
         Returns a :class:`RequeueReport` (``requeued``, ``skipped`` with
-        reasons, ``failed``).
+        reasons, ``failed``, ``unconfirmed``).
         """
         from .requeue import requeue
 

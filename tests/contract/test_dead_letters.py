@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -338,3 +339,108 @@ def test_every_redis_key_of_the_store_is_in_one_cluster_slot(redis_backend: Redi
     assert len(keys) >= 12
     assert all(":dead_letters:{dlq}:" in key for key in keys)
     assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{dlq}")}
+
+
+def test_a_claim_repeated_by_its_token_returns_the_same_records_and_claim_time(
+    backend: StateBackend, clock: FakeClock
+) -> None:
+    """A claim retried by its own token gets its records back, with the first claim time."""
+    backend.dead_letters_write([entry("a"), entry("b")], replace=True)
+    assert [c.record_id for c in backend.dead_letters_claim(["a"], "one")] == ["a"]
+    clock.advance(40_000)
+    again = backend.dead_letters_claim(["a", "b"], "one")
+    assert [(c.record_id, c.status, c.payload) for c in again] == [
+        ("a", "claimed", b"a"),
+        ("b", "claimed", b"b"),
+    ]
+    assert backend.dead_letters_claim(["a", "b"], "two") == []
+    clock.advance(20_000)
+    options: dict[str, Any] = dict(max_age=86_400_000, max_count=100, tombstone_ttl=1, max_tombstones=100)
+    step = backend.dead_letters_trim(claim_timeout=60_000, limit=100, **options)
+    assert step.released == 1
+    [a, b] = backend.dead_letters_get(["a", "b"])
+    assert a is not None and b is not None and (a.status, b.status) == ("dead", "claimed")
+
+
+def test_a_finish_repeated_by_its_token_reports_the_same_ids_and_writes_once(backend: StateBackend) -> None:
+    """Finish is idempotent: a retry returns the ids again and does not write its payload twice."""
+    backend.dead_letters_write([entry("a"), entry("b")], replace=True)
+    backend.dead_letters_claim(["a", "b"], "one")
+    assert backend.dead_letters_finish([("a", b"a-1")], "one") == ["a"]
+    assert backend.dead_letters_finish([("a", b"a-2"), ("b", b"b-1")], "one") == ["a", "b"]
+    assert backend.dead_letters_finish([("a", b"a-3")], "two") == []
+    a, b = backend.dead_letters_get(["a", "b"])
+    assert a is not None and b is not None
+    assert [(x.status, x.payload) for x in (a, b)] == [("requeued", b"a-1"), ("requeued", b"b-1")]
+    stats = backend.dead_letters_stats(window=1)
+    assert (stats.dead, stats.claimed, stats.requeued) == (0, 0, 2)
+    assert backend.dead_letters_release(["a"], "one") == 0
+    assert backend.dead_letters_claim(["a"], "one") == []
+
+
+def test_repair_replaces_a_record_only_while_its_payload_is_the_one_read(backend: StateBackend) -> None:
+    """An unreadable payload is replaced (new facets, same status) while its SHA-1 matches; else kept."""
+    bad = b"\xc1corrupt"
+    backend.dead_letters_write(
+        [entry("a", payload=bad, error="OldError"), entry("b", payload=bad)], replace=True
+    )
+    digest = hashlib.sha1(bad, usedforsecurity=False).hexdigest()
+    copy = entry("a", T0 + 7, error="NewError", category="imported", payload=b"good")
+    assert backend.dead_letters_repair([(copy, hashlib.sha1(b"other").hexdigest())]) == [WRITE_SKIPPED]
+    assert backend.dead_letters_repair([(copy, digest), (entry("nope"), "")]) == [
+        WRITE_REPLACED,
+        WRITE_SKIPPED,
+    ]
+    [a] = backend.dead_letters_get(["a"])
+    assert a is not None
+    assert (a.status, a.failed_at, a.error_type, a.category, a.payload) == (
+        "dead",
+        T0 + 7,
+        "NewError",
+        "imported",
+        b"good",
+    )
+    assert ids(listing(backend, facets={"error_type": ["OldError"]})) == []
+    assert ids(listing(backend, facets={"category": ["imported"]})) == ["a"]
+    backend.dead_letters_claim(["b"], "tok")
+    backend.dead_letters_finish([("b", bad)], "tok")
+    assert backend.dead_letters_repair([(entry("b", payload=b"good-b"), digest)]) == [WRITE_REPLACED]
+    [b] = backend.dead_letters_get(["b"])
+    assert b is not None and (b.status, b.payload) == ("requeued", b"good-b")
+    stats = backend.dead_letters_stats(window=1)
+    assert (stats.dead, stats.requeued, stats.total, stats.by_facet["error_type"]) == (
+        1,
+        1,
+        2,
+        {"NewError": 1},
+    )
+
+
+def test_repair_does_not_revive_a_removed_record(backend: StateBackend) -> None:
+    """A purged id (tombstone, no index entry) is left alone by repair."""
+    backend.dead_letters_write([entry("a", payload=b"\xc1")], replace=True)
+    backend.dead_letters_delete(["a"], statuses=["dead"])
+    digest = hashlib.sha1(b"\xc1", usedforsecurity=False).hexdigest()
+    assert backend.dead_letters_repair([(entry("a", payload=b"good"), digest), (entry("a"), "")]) == [0, 0]
+    assert backend.dead_letters_get(["a"]) == [None]
+
+
+def drop_payload(backend: StateBackend, record_id: str) -> None:
+    """Lose a record's data and keep its index entry, as a partial failure outside the scripts could."""
+    if isinstance(backend, RedisBackend):
+        backend.client.hdel(f"{backend.namespace}:dead_letters:{{dlq}}:rec", record_id)
+    else:
+        backend.data["dead_letters"].rec.pop(record_id)
+
+
+def test_repair_fills_in_a_record_whose_data_is_missing(backend: StateBackend) -> None:
+    """A record with an index entry and no payload is repaired with the digest "", and only then."""
+    backend.dead_letters_write([entry("a")], replace=True)
+    drop_payload(backend, "a")
+    [a] = backend.dead_letters_get(["a"])
+    assert a is not None and (a.status, a.payload) == ("dead", None)
+    assert backend.dead_letters_repair([(entry("a", payload=b"x"), hashlib.sha1(b"a").hexdigest())]) == [0]
+    assert backend.dead_letters_repair([(entry("a", payload=b"good"), "")]) == [WRITE_REPLACED]
+    [a] = backend.dead_letters_get(["a"])
+    assert a is not None and (a.status, a.payload) == ("dead", b"good")
+    assert backend.dead_letters_stats(window=1).dead == 1

@@ -1,5 +1,6 @@
 -- Shared by every dead_letters_*.lua script; RedisDeadLetterOps prepends it
--- (after _prelude.lua) when it registers them.
+-- (after _prelude.lua) when it registers them.  (Not by
+-- dead_letters_broker_enqueue.lua, which runs on the broker's Redis.)
 --
 -- KEYS, the same for every dead_letters_* script (all share the hash tag {dlq},
 -- so they live in one Redis Cluster slot):
@@ -21,7 +22,10 @@
 --                      so every derived key is in the same slot.
 --
 -- Index entry: "status\nfailed_at\nactor\nqueue\nerror_type\ncategory", with
--- status "d" (dead), "r" (requeued) or "c:<token>" (claimed by a requeue).
+-- status "d" (dead), "c:<token>" (claimed by the requeue operation <token>),
+-- "r:<token>" (requeued by it; the token lets a retried finish recognise its
+-- own work) or "r" (requeued, written by earlier versions).  Only the first
+-- letter decides which status set a record is in.
 
 local FACETS = {"actor", "queue", "error_type", "category"}
 
@@ -62,17 +66,19 @@ local function status_key(status)
     return KEYS[6]
 end
 
--- Add a record's index entry and every index it belongs to.
+-- Add a record's index entry and every index it belongs to ("now" is the
+-- claim time of a claimed record).
 local function index(id, status, score, values, now)
     redis.call("HSET", KEYS[2], id, format(status, score, values))
     redis.call("ZADD", KEYS[3], score, id)
     for i = 1, 4 do
         redis.call("ZADD", facet_key(i, values[i]), score, id)
     end
-    if status == "d" then
+    local letter = string.sub(status, 1, 1)
+    if letter == "d" then
         redis.call("ZADD", KEYS[4], score, id)
         count(values, 1)
-    elseif status == "r" then
+    elseif letter == "r" then
         redis.call("ZADD", KEYS[5], score, id)
     else
         redis.call("ZADD", KEYS[6], now, id)
@@ -98,10 +104,11 @@ local function move(id, entry, status, now)
     if entry.status == "d" then
         count(entry.values, -1)
     end
-    if status == "d" then
+    local letter = string.sub(status, 1, 1)
+    if letter == "d" then
         redis.call("ZADD", KEYS[4], entry.score, id)
         count(entry.values, 1)
-    elseif status == "r" then
+    elseif letter == "r" then
         redis.call("ZADD", KEYS[5], entry.score, id)
     else
         redis.call("ZADD", KEYS[6], now, id)

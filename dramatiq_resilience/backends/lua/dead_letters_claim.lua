@@ -4,8 +4,13 @@
 -- ARGV[1]: now in milliseconds, or "" for the server clock.
 -- ARGV[2]: the claim token of this requeue operation.
 -- ARGV[3..]: record ids.
--- Returns: 3 values per claimed record: id, index entry line, payload.
---          Records that are not dead (claimed, requeued, unknown) are left out.
+-- Returns: one msgpack-encoded array (a batch is thousands of values, which
+--          the client decodes far faster in one piece) of 3 values per
+--          claimed record: id, index entry line, payload (false if missing).
+--          Records that are not dead (claimed by another token, requeued,
+--          unknown) are left out; records this token claimed already are
+--          returned again (their claim time unchanged), so a claim whose reply
+--          was lost can be retried.
 --
 -- Race closed: two processes requeueing the same record at once.  Only the
 -- one whose claim moves the record out of "dead" enqueues it; the other gets
@@ -18,11 +23,13 @@ for i = 3, #ARGV do
     local id = ARGV[i]
     local line = redis.call("HGET", KEYS[2], id)
     local entry = parse(line)
-    if entry and entry.status == "d" then
-        move(id, entry, status, now)
+    if entry and (entry.status == "d" or entry.status == status) then
+        if entry.status == "d" then
+            move(id, entry, status, now)
+        end
         out[#out + 1] = id
         out[#out + 1] = format(status, entry.score, entry.values)
         out[#out + 1] = redis.call("HGET", KEYS[1], id) or false
     end
 end
-return out
+return cmsgpack.pack(out)

@@ -12,8 +12,10 @@
 -- ARGV[9]: budget: at most this many index entries are examined.
 -- ARGV[10]: "1" to return payloads, "0" for index entries only.
 -- ARGV[11..]: facet filters, each as: facet name, n, then n accepted values.
--- Returns: {{id, index line, payload or false, ...}, cursor failed_at or
---          false, cursor id or false, entries examined}.
+-- Returns: {entries, cursor failed_at or false, cursor id or false, entries
+--          examined}, where entries is one msgpack-encoded array of 3 values
+--          per entry: id, index line, payload or false (a bulk requeue lists
+--          thousands, which the client decodes far faster in one piece).
 --
 -- Order: failed_at, then record id (Redis orders equal scores by member).
 -- The smallest of the candidate sets (the status set and every facet with
@@ -48,7 +50,7 @@ while i <= #ARGV do
         keys[j] = KEYS[12] .. facet .. ":" .. ARGV[i + 1 + j]
     end
     if n == 0 then
-        return {{}, false, false, 0}
+        return {cmsgpack.pack({}), false, false, 0}
     elseif n == 1 then
         candidates[#candidates + 1] = {keys[1], redis.call("ZCARD", keys[1])}
     else
@@ -179,6 +181,6 @@ if not finished then
     finished = #peek == 0 or out_of_range(tonumber(peek[2]))
 end
 if finished or not last_id then
-    return {out, false, false, scanned}
+    return {cmsgpack.pack(out), false, false, scanned}
 end
-return {out, last_score, last_id, scanned}
+return {cmsgpack.pack(out), last_score, last_id, scanned}

@@ -11,7 +11,10 @@
 -- Race closed: a record captured by the middleware and the same message
 -- imported from the broker's dead-letter queue at the same moment are one
 -- record (the id is deterministic and the check-and-write is one step); an
--- import never revives a record that was purged, trimmed or requeued.
+-- import never revives a record that was purged, trimmed or requeued.  An
+-- import's skipped entry is not yet final: if the stored record cannot be
+-- read (only Python can tell), the importer replaces it with the broker's
+-- copy through dead_letters_repair.lua before it removes that copy.
 local now = now_ms()
 local replace = ARGV[2] == "replace"
 local results = {}
