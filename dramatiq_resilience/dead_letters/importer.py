@@ -38,6 +38,7 @@ from dramatiq.common import q_name, xq_name
 
 from .. import events
 from ..backends.dead_letters import WRITE_REPLACED, WRITE_SKIPPED
+from ..broker_kind import broker_kind
 from ..errors import ConfigurationError
 from .record import IMPORTED, DeadLetterRecord, build_record
 from .redaction import redaction_keys
@@ -408,14 +409,15 @@ class _StubSource(_Source):
 
 
 def _source_for(broker: Broker, now: Callable[[], int]) -> _Source:
-    kind = type(broker).__name__
-    if hasattr(broker, "dead_letters_by_queue"):
+    kind = broker_kind(broker)
+    if kind == "stub":
         return _StubSource(broker, now)
-    if hasattr(broker, "client") and hasattr(broker, "namespace"):
+    if kind == "redis":
         return _RedisSource(broker, now)
-    if hasattr(broker, "channel") and hasattr(broker, "parameters"):
+    if kind == "rabbitmq":
         return _RabbitmqSource(broker, now)
     raise ConfigurationError(
-        f"cannot import dead letters from a {kind}: RedisBroker, RabbitmqBroker and StubBroker are supported",
+        f"cannot import dead letters from a {type(broker).__name__}: "
+        "RedisBroker, RabbitmqBroker and StubBroker are supported",
         option="broker",
     )

@@ -31,6 +31,7 @@ from dramatiq.broker import Broker
 from dramatiq.logging import get_logger
 
 from .. import events
+from ..broker_kind import broker_kind
 from .scans import ScanContext, register_scan
 
 __all__ = ["DEFAULT_STALLED_AFTER", "register_builtin_scans", "stalled_after"]
@@ -40,14 +41,8 @@ logger = get_logger(__name__)
 #: Milliseconds after which a running message counts as stalled.
 DEFAULT_STALLED_AFTER = 300_000
 
-#: Broker classes whose dead-letter queue the dead-letter import can read.
-_IMPORTABLE = ("RedisBroker", "RabbitmqBroker", "StubBroker")
-
-
 def _is_redis_broker(broker: Broker) -> bool:
-    from dramatiq.brokers.redis import RedisBroker
-
-    return isinstance(broker, RedisBroker)
+    return broker_kind(broker) == "redis"
 
 
 def _dead_workers(context: ScanContext) -> dict[str, int]:
@@ -116,8 +111,7 @@ def _has_redrive_policies(broker: Broker) -> bool:
 
 
 def _can_import(broker: Broker) -> bool:
-    kinds = {cls.__name__ for cls in type(broker).__mro__}
-    return _has_dead_letters(broker) and any(kind in kinds for kind in _IMPORTABLE)
+    return _has_dead_letters(broker) and broker_kind(broker) is not None
 
 
 def _trim(context: ScanContext) -> dict[str, int]:
