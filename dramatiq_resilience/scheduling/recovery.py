@@ -41,6 +41,7 @@ logger = get_logger(__name__)
 #: Milliseconds after which a running message counts as stalled.
 DEFAULT_STALLED_AFTER = 300_000
 
+
 def _is_redis_broker(broker: Broker) -> bool:
     return broker_kind(broker) == "redis"
 
