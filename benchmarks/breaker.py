@@ -102,7 +102,7 @@ def pybreaker_rate(url: str, calls: int, counter: CommandCounter) -> tuple[float
 @row("breaker")
 def breaker(context: Context) -> dict[str, Any]:
     """A closed CircuitBreaker on the CLI run, and decisions/s against pybreaker (Redis storage)."""
-    result = cli_row(context, "breaker", paired=True)
+    result = cli_row(context, "breaker", paired="bare")
     by_client = result.pop("redis_commands_by_client_per_msg", {})
     result["breaker_commands_per_msg"] = round(by_client.get(CLIENT_NAME, 0.0), 4)
     result["extra_commands_per_msg_vs_bare"] = round(

@@ -46,9 +46,12 @@ def dedup_round_trips(run: Run) -> dict[str, int]:
 @row("dedup")
 def dedup(context: Context) -> dict[str, Any]:
     """A fresh key per message (claim + complete), then a run where every message is a completed duplicate."""
-    result = cli_row(context, "dedup")
-    happy_run = measure_cli(context.server, stack="dedup", count=context.count_count, monitor=True)
-    skip_run = measure_cli(context.server, stack="dedup_skip", count=context.count_count, monitor=True)
+    monitored: list[Run] = []
+    result = cli_row(context, "dedup", counted=monitored)
+    [happy_run] = monitored
+    skip_run = measure_cli(
+        context.server, stack="dedup_skip", count=context.count_count, monitor=True, settle=context.settle
+    )
     happy_scripts = dedup_round_trips(happy_run)
     skip_scripts = dedup_round_trips(skip_run)
     happy = round(sum(happy_scripts.values()) / happy_run.count, 3)

@@ -29,7 +29,7 @@ CLIENT_NAME = "dramatiq-resilience-health"
 @row("metrics")
 def metrics(context: Context) -> dict[str, Any]:
     """RetryGuard + Metrics + HealthScorer through the CLI run (2 processes counting into one run)."""
-    result = cli_row(context, "metrics")
+    result = cli_row(context, "metrics", paired="guard")
     backend = result.get("redis_commands_by_client_per_msg", {}).get(CLIENT_NAME, 0.0)
     result["backend_round_trips_per_msg"] = backend
     return versus_guard(

@@ -67,6 +67,11 @@ class Context:
         return 1 if self.quick else 3
 
     @property
+    def settle(self) -> float:
+        """Seconds the CLI workers idle between the warm-up and the measured run (0.5; 0.2 quick)."""
+        return 0.2 if self.quick else 0.5
+
+    @property
     def pairs(self) -> int:
         """Pairs of timed runs (the row's stack, then bare, or the other way) for paired rows (5; 1 quick)."""
         return 1 if self.quick else 5
@@ -123,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         context = Context(quick=args.quick, server=server)
         for name in wanted:
             if not args.json:
-                print(f"running {name}...", file=sys.stderr, flush=True)
+                print(f"running {name}...", end="", file=sys.stderr, flush=True)
+            row_started = time.monotonic()
             result = _rows[name](context)
+            if not args.json:
+                print(f" {time.monotonic() - row_started:.1f} s", file=sys.stderr, flush=True)
             bare_rate = result["msgs_per_s"] if name == "bare" else context.bare_msgs_per_s
             result["ratio_vs_bare"] = round(result["msgs_per_s"] / bare_rate, 3)
             context.results[name] = result

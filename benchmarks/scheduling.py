@@ -28,7 +28,7 @@ CLIENT_NAME = "dramatiq-resilience-scheduling"
 @row("scheduling")
 def scheduling(context: Context) -> dict[str, Any]:
     """RetryGuard + Scheduling (a scheduler in each of the 2 worker processes) through the CLI run."""
-    result = cli_row(context, "scheduling")
+    result = cli_row(context, "scheduling", paired="guard")
     # Judged on the piece's own connection: the difference with the guard row's total is
     # dominated by Dramatiq's fetch polling, which moves by a few hundredths between runs.
     backend = result.get("redis_commands_by_client_per_msg", {}).get(CLIENT_NAME, 0.0)
