@@ -8,11 +8,14 @@ runs ahead.  So the dead-worker scan never reads a score as a time: it hands
 the scores it read to :meth:`BrokerHeartbeatOps.broker_heartbeats_observe`,
 which remembers, per worker, the last score seen and the backend time it was
 first seen, and answers how long each worker's score has stayed the same.
-The scan counts a worker dead once that reaches the heartbeat timeout; a live
-worker changes its score at least every second (its consumers poll),
-whatever its clock says.
+The scan counts a worker dead once that reaches the heartbeat timeout.  A
+live worker changes its score whenever its consumers poll (about every second,
+whatever its clock says); one whose consumers all sit on full prefetch buffers
+for longer than the timeout does not, and counts as dead here exactly as it
+does for Dramatiq's own check.
 
-One hash per broker namespace (``broker_heartbeats:{<broker namespace>}``,
+One hash per broker (``broker_heartbeats:{<broker id>}``, the broker id naming
+its Redis server, database and namespace: ``dead_workers.broker_identity``;
 worker id -> ``"<score> <first seen ms>"``).  Every time is in milliseconds,
 on the backend's clock.
 """
@@ -34,7 +37,7 @@ class BrokerHeartbeatOps(abc.ABC):
     """Atomic operations on RedisBroker worker liveness.  See the module docstring for the model."""
 
     @abc.abstractmethod
-    def broker_heartbeats_observe(self, broker_namespace: str, scores: Mapping[str, str]) -> dict[str, int]:
+    def broker_heartbeats_observe(self, broker_id: str, scores: Mapping[str, str]) -> dict[str, int]:
         """Record the heartbeat scores just read; return how long the unchanged ones have been silent.
 
         ``scores`` maps every worker id of the broker's heartbeat set to its

@@ -187,7 +187,9 @@ class CronOps(abc.ABC):
 
         ``graces`` maps job names to their misfire grace in milliseconds.
         Returns ``{job: claim}`` (status ``"none"``).  Backends may do it in
-        one round trip; each job is still one atomic step.
+        one round trip; each job is still one atomic step, and a job whose step
+        fails (a corrupt key) is left out of the answer rather than failing the
+        others; ``BackendError`` only when every job's step failed.
         """
         answers = {}
         for name, grace in graces.items():

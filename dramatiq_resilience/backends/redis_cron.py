@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import CorruptRecord
+from ..errors import BackendError, CorruptRecord
 from .cron import (
     RUN_MEMORY,
     RUN_MEMORY_COUNT,
@@ -98,8 +98,16 @@ class RedisCronOps(RedisBase, CronOps):
             for name, grace in graces.items():
                 args = ["", "", "", "0", 0, send_lease_ms, grace, "0"]
                 self.run_script("cron_claim", self._job_keys(name), args, client=pipe)
-            answers = pipe.execute()
-        return {name: _claim(answer) for name, answer in zip(graces, answers, strict=True)}
+            # One job's failing script (a corrupt key) must not stop the takeovers of the others.
+            answers = pipe.execute(raise_on_error=False)
+        failures = [answer for answer in answers if isinstance(answer, Exception)]
+        if failures and len(failures) == len(answers):
+            raise BackendError(f"Redis failed: {failures[0]}") from failures[0]
+        return {
+            name: _claim(answer)
+            for name, answer in zip(graces, answers, strict=True)
+            if not isinstance(answer, Exception)
+        }
 
     def cron_sent(
         self, name: str, message_id: str, *, occurrence_ms: int | None = None, lease_ms: int | None = None

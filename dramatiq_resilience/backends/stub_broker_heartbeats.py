@@ -13,10 +13,10 @@ __all__ = ["StubBrokerHeartbeatOps"]
 class StubBrokerHeartbeatOps(StubBase, BrokerHeartbeatOps):
     """``BrokerHeartbeatOps`` in memory: ``data["broker_heartbeats"][ns]`` maps worker -> (score, since)."""
 
-    def broker_heartbeats_observe(self, broker_namespace: str, scores: Mapping[str, str]) -> dict[str, int]:
+    def broker_heartbeats_observe(self, broker_id: str, scores: Mapping[str, str]) -> dict[str, int]:
         with self.atomic() as now:
             brokers: dict[str, dict[str, tuple[str, int]]] = self.data.setdefault("broker_heartbeats", {})
-            seen = brokers.setdefault(broker_namespace, {})
+            seen = brokers.setdefault(broker_id, {})
             silent: dict[str, int] = {}
             for worker in sorted(scores):
                 score = scores[worker]
@@ -28,5 +28,5 @@ class StubBrokerHeartbeatOps(StubBase, BrokerHeartbeatOps):
             for gone in [worker for worker in seen if worker not in scores]:
                 del seen[gone]
             if not seen:
-                del brokers[broker_namespace]
+                del brokers[broker_id]
             return silent

@@ -89,10 +89,23 @@ def _score(value: Any) -> str:
     return score_text(float(value))
 
 
-def _observe(client: Any, backend: StateBackend, namespace: str) -> tuple[dict[str, str], dict[str, int]]:
+def broker_identity(broker: Any) -> str:
+    """Which broker's heartbeats these are: its Redis server and database, and its namespace.
+
+    Two brokers with one namespace on two Redis servers sharing one state
+    backend must not track (and forget) each other's workers.
+    """
+    kwargs = broker.client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    return f"{where}/{kwargs.get('db', 0)}/{broker.namespace}".replace("{", "(").replace("}", ")")
+
+
+def _observe(
+    client: Any, backend: StateBackend, namespace: str, identity: str
+) -> tuple[dict[str, str], dict[str, int]]:
     beats = client.zrange(f"{namespace}:__heartbeats__", 0, -1, withscores=True)
     scores = {_text(worker): _score(score) for worker, score in beats}
-    return scores, backend.broker_heartbeats_observe(namespace, scores)
+    return scores, backend.broker_heartbeats_observe(identity, scores)
 
 
 def recover_dead_workers(
@@ -112,11 +125,12 @@ def recover_dead_workers(
     timeout = int(broker.heartbeat_timeout)
     heartbeats = f"{namespace}:__heartbeats__"
     report = Recovery()
-    scores, silences = _observe(client, backend, namespace)
+    identity = broker_identity(broker)
+    scores, silences = _observe(client, backend, namespace, identity)
     due = [timeout - silent for silent in silences.values() if 0 < timeout - silent <= SETTLE_WAIT]
     if due:
         sleep(max(due) / 1000)
-        scores, silences = _observe(client, backend, namespace)
+        scores, silences = _observe(client, backend, namespace, identity)
     dead = {worker: silent for worker, silent in silences.items() if silent >= timeout}
     if not dead:
         return report

@@ -144,12 +144,12 @@ class Scheduling(ResilienceMiddleware):
     def before_process_message(self, broker: Broker, message: Any) -> None:
         # Every message comes through here: read the Message behind the proxy directly.
         raw = getattr(message, "_message", message)
-        self.tracker.started(raw)
         local = self._local
         local.current = raw.message_id
         local.reenqueued = False
         job = raw.options.get("cron_job")
         if not isinstance(job, str):
+            self.tracker.started(raw)
             return
         notes = scratch(message, "scheduling")
         notes["started"] = time.monotonic()
@@ -183,7 +183,9 @@ class Scheduling(ResilienceMiddleware):
                 pending_message_id=message.message_id,
                 message_id=message.message_id,
             )
+            # Not tracked: the copy that runs has this message id too, maybe in this process.
             raise SkipMessage(f"Message {message.message_id!r} of cron job {job!r} was sent twice.")
+        self.tracker.started(raw)
         events.emit("cron_started", job=job, actor_name=message.actor_name, message_id=message.message_id)
 
     def after_enqueue(self, broker: Broker, message: Any, delay: Any) -> None:
@@ -193,14 +195,16 @@ class Scheduling(ResilienceMiddleware):
 
     def _finish(self, broker: Broker, message: Any, status: str, error: BaseException | None) -> None:
         raw = getattr(message, "_message", message)
-        self.tracker.finished(raw)
         local = self._local
         reenqueued = getattr(local, "reenqueued", False)
         local.current = None
         local.reenqueued = False
         job = raw.options.get("cron_job")
-        if not isinstance(job, str) or scratch(message, "scheduling").get("duplicate"):
-            return  # a skipped second send says nothing about the run that started
+        if isinstance(job, str) and scratch(message, "scheduling").get("duplicate"):
+            return  # a skipped second send says nothing about the run that started (nor untracks it)
+        self.tracker.finished(raw)
+        if not isinstance(job, str):
+            return
         if reenqueued and status != "succeeded":
             status = "retrying" if status == "failed" else "deferred"
         text = _error_text(error)

@@ -44,6 +44,9 @@ __all__ = ["SEND_ID_OPTION", "Sender", "iso"]
 #: The message option holding the id of one enqueue of a run.
 SEND_ID_OPTION = "cron_send_id"
 
+#: Abandoned enqueues still blocked in the broker after which a scheduler starts no new one.
+MAX_BLOCKED = 4
+
 #: Seconds of the first back-off between two enqueue or confirmation attempts (then doubled).
 _FIRST_BACKOFF = 0.05
 
@@ -57,7 +60,7 @@ def iso(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashable by identity: abandoned ones are kept in a set
 class _Attempt:
     """One enqueue running on its own thread, and whether its waiter gave up on it."""
 
@@ -97,6 +100,11 @@ class Sender:
         self.send_lease = send_lease
         self.stopping = stopping
         self.outage = outage
+        # Abandoned enqueues still blocked in the broker: once MAX_BLOCKED are, new attempts
+        # fail at once instead of piling up a thread and a connection each on a hung broker
+        # (a few may go on: a fresh connection often works where a dead socket hangs).
+        self._blocked: set[_Attempt] = set()
+        self._blocked_lock = threading.Lock()
 
     # -- time ------------------------------------------------------------------------
 
@@ -125,6 +133,12 @@ class Sender:
 
         An abandoned enqueue may still complete: ``late()`` is then called on its thread.
         """
+        with self._blocked_lock:
+            if len(self._blocked) >= MAX_BLOCKED:
+                raise TimeoutError(
+                    f"{len(self._blocked)} earlier enqueues of this scheduler are still blocked in the "
+                    "broker; not starting another one"
+                )
         attempt = _Attempt()
 
         def run() -> None:
@@ -136,6 +150,8 @@ class Sender:
             with attempt.lock:
                 attempt.done.set()
                 abandoned = attempt.abandoned
+            with self._blocked_lock:
+                self._blocked.discard(attempt)
             if abandoned and attempt.error is None:
                 late()
 
@@ -147,6 +163,9 @@ class Sender:
         if not self._wait(attempt, deadline):
             with attempt.lock:
                 attempt.abandoned = not attempt.done.is_set()
+                if attempt.abandoned:
+                    with self._blocked_lock:
+                        self._blocked.add(attempt)
             if attempt.abandoned:
                 raise TimeoutError(
                     f"the broker did not answer within {self.clock.now_ms() - waited_from} milliseconds"

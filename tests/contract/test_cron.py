@@ -329,3 +329,38 @@ def test_set_enabled_shows_in_the_listing(backend: StateBackend, enabled: bool) 
     backend.cron_register("report", SPEC, next_run_ms=None)
     backend.cron_set_enabled("report", enabled)
     assert [job.enabled for job in backend.cron_jobs()] == [enabled]
+
+
+def test_recover_leaves_out_a_job_whose_keys_are_corrupt(
+    redis_url: str, namespace: str, clock: FakeClock
+) -> None:
+    """RedisBackend: one job's corrupt key fails its own step only; every job's failing is an error."""
+    from dramatiq_resilience import RedisBackend
+    from dramatiq_resilience.errors import BackendError
+
+    backend = RedisBackend(url=redis_url, namespace=namespace, clock=clock)
+    try:
+        backend.cron_register("report", SPEC, next_run_ms=None)
+        backend.client.set(backend.key("cron", "broken", "job"), "not a hash")
+        graces = {"report": 60_000, "broken": 60_000}
+        assert backend.cron_recover(graces, send_lease_ms=10_000) == {"report": CronClaim("none")}
+        with pytest.raises(BackendError, match="WRONGTYPE"):
+            backend.cron_recover({"broken": 60_000}, send_lease_ms=10_000)
+    finally:
+        backend.close()
+
+
+def test_started_runs_expire_with_the_last_start(redis_url: str, namespace: str, clock: FakeClock) -> None:
+    """RedisBackend: the runs and started sets of a job expire RUN_MEMORY after its last start."""
+    from dramatiq_resilience import RedisBackend
+    from dramatiq_resilience.backends.cron import RUN_MEMORY
+
+    backend = RedisBackend(url=redis_url, namespace=namespace, clock=clock)
+    try:
+        backend.cron_register("report", SPEC, next_run_ms=None)
+        assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="s1") is True
+        for part in ("runs", "started"):
+            ttl = backend.client.pttl(backend.key("cron", "report", part))
+            assert RUN_MEMORY - 5_000 < ttl <= RUN_MEMORY
+    finally:
+        backend.close()

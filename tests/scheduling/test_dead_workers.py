@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 import dramatiq_resilience as dr
 from dramatiq_resilience.scheduling import occurrence_message_id
-from dramatiq_resilience.scheduling.dead_workers import recover_dead_workers
+from dramatiq_resilience.scheduling.dead_workers import broker_identity, recover_dead_workers
 from dramatiq_resilience.scheduling.scans import SCAN_QUEUE, scan_actor_name, scan_jobs
 
 from .conftest import Sent, named
@@ -136,7 +136,7 @@ def test_tracking_of_workers_gone_from_the_heartbeats_is_deleted(
     recovered = holding(redis_broker, "default", 1)
     removed = other_worker(redis_broker)
     removed.do_fetch("default", 1)  # nothing left to fetch: only its heartbeat
-    tracking = redis_backend.key("broker_heartbeats", redis_broker.namespace)
+    tracking = redis_backend.key("broker_heartbeats", broker_identity(redis_broker))
     assert recover_dead_workers(redis_broker, redis_backend, sleep=sleep).dead_workers == []
     assert sorted(redis_backend.client.hkeys(tracking)) == sorted(
         w.broker_id.encode() for w in (recovered, removed)
@@ -223,3 +223,15 @@ def test_a_dead_worker_holding_the_dead_worker_scan_blocks_it_for_one_tick_only(
         ("default", 3),
         (SCAN_QUEUE, 1),
     ]
+
+
+def test_brokers_of_one_namespace_on_two_servers_are_tracked_apart() -> None:
+    """The tracking key names the broker's Redis server and database, not only its namespace."""
+    from dramatiq.brokers.redis import RedisBroker
+
+    one = RedisBroker(url="redis://10.0.0.1:6379/0", namespace="dramatiq")
+    other = RedisBroker(url="redis://10.0.0.2:6380/3", namespace="dramatiq")
+    assert (broker_identity(one), broker_identity(other)) == (
+        "10.0.0.1:6379/0/dramatiq",
+        "10.0.0.2:6380/3/dramatiq",
+    )

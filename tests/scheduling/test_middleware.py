@@ -506,3 +506,71 @@ def test_a_blocked_enqueue_is_abandoned_at_half_the_lease_and_runs_once(
     assert [(e["occurrence_ms"], e["recovered"]) for e in named(captured, "cron_fired")] == [
         (T0 + 3_600_000, True)
     ]
+
+
+def test_a_hung_broker_gets_at_most_max_blocked_enqueues_at_once(
+    stub_broker: StubBroker,
+    stub_backend: dr.StubBackend,
+    clock: dr.FakeClock,
+    captured: list[dr.Event],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every enqueue hangs: MAX_BLOCKED threads wait in the broker, later sends fail at once, and
+    sending works again once the broker answers."""
+    from dramatiq_resilience.scheduling.sender import MAX_BLOCKED
+
+    _, _ = duplicate_world(stub_broker, stub_backend)
+    scheduler = dr.Scheduler(stub_broker, clock=clock, scans=False).start(timer=False)
+    enqueue, gate, calls = stub_broker.enqueue, threading.Event(), []
+
+    def hangs(message: Any, *, delay: Any = None) -> Any:
+        calls.append(message.message_id)
+        clock.advance(5_000)  # each call hangs past its deadline...
+        assert gate.wait(10)  # ...until the test lets them go
+        return enqueue(message, delay=delay)
+
+    monkeypatch.setattr(stub_broker, "enqueue", hangs)
+    for hour in range(1, MAX_BLOCKED + 3):
+        clock.set(T0 + hour * 3_600_000)
+        assert scheduler.fire_due("hourly") == "claimed"
+    assert len(calls) == MAX_BLOCKED
+    errors = [str(e["error"]) for e in named(captured, "cron_send_failed")]
+    assert errors[:MAX_BLOCKED] == ["the broker did not answer within 5000 milliseconds"] * MAX_BLOCKED
+    assert (
+        errors[MAX_BLOCKED:]
+        == [
+            f"{MAX_BLOCKED} earlier enqueues of this scheduler are still blocked in the broker; "
+            "not starting another one"
+        ]
+        * 2
+    )
+    gate.set()
+    for thread in threading.enumerate():
+        if thread.name == "dramatiq-resilience-enqueue":
+            thread.join(5)
+    monkeypatch.setattr(stub_broker, "enqueue", enqueue)
+    clock.set(T0 + (MAX_BLOCKED + 3) * 3_600_000)
+    assert scheduler.fire_due("hourly") == "claimed"
+    assert named(captured, "cron_send_failed")[MAX_BLOCKED + 2 :] == []
+
+
+def test_a_skipped_second_send_leaves_the_running_copy_tracked(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend, clock: dr.FakeClock
+) -> None:
+    """The copy that runs and its duplicate share a message id: skipping the duplicate must not untrack
+    the running copy (the stalled scan would lose sight of it)."""
+    from dramatiq.broker import MessageProxy
+
+    _, hourly = duplicate_world(stub_broker, stub_backend)
+    dr.Scheduler(stub_broker, clock=clock, scans=False).start(timer=False)  # registers the job
+    scheduling = dr.installed(stub_broker).scheduling
+    message = hourly.message_with_options(cron_job="hourly", cron_occurrence=T0)
+    running = MessageProxy(message.copy(options={**message.options, "cron_send_id": "first"}))
+    duplicate = MessageProxy(message.copy(options={**message.options, "cron_send_id": "second"}))
+    scheduling.before_process_message(stub_broker, running)
+    with pytest.raises(dramatiq.middleware.SkipMessage):
+        scheduling.before_process_message(stub_broker, duplicate)
+    scheduling.after_skip_message(stub_broker, duplicate)
+    assert [m.message_id for m in scheduling.tracker.snapshot()] == [message.message_id]
+    scheduling.after_process_message(stub_broker, running)
+    assert scheduling.tracker.snapshot() == []

@@ -22,7 +22,7 @@ from dramatiq.brokers.stub import StubBroker
 import dramatiq_resilience as dr
 from dramatiq_resilience.cli import main
 from dramatiq_resilience.scheduling import run_scan
-from dramatiq_resilience.scheduling.dead_workers import recover_dead_workers
+from dramatiq_resilience.scheduling.dead_workers import broker_identity, recover_dead_workers
 from dramatiq_resilience.scheduling.inflight import InflightTracker
 
 from .conftest import named
@@ -81,7 +81,9 @@ def test_dead_workers_messages_go_back_to_their_queues(
     clock.advance(1)
     again = recover_dead_workers(redis_broker, redis_backend, sleep=slept.append)
     assert (again.dead_workers, again.messages) == ([], 0)
-    tracked = redis_backend.client.hkeys(redis_backend.key("broker_heartbeats", redis_broker.namespace))
+    tracked = redis_backend.client.hkeys(
+        redis_backend.key("broker_heartbeats", broker_identity(redis_broker))
+    )
     assert sorted(w.decode() for w in tracked) == sorted([redis_broker.broker_id, alive.broker_id])
 
 

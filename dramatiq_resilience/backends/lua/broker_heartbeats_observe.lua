@@ -3,7 +3,8 @@
 -- Runs on the state backend, and measures on its clock.  Dramatiq scores each
 -- heartbeat with the worker's own clock, so a score is never compared with a
 -- time here: only with the score seen before.
--- KEYS[1]: the tracking hash (broker_heartbeats:{<broker namespace>}, worker id -> "<score> <first seen ms>").
+-- KEYS[1]: the tracking hash of one broker (broker_heartbeats:{<broker id>}: its
+--   Redis server, database and namespace), worker id -> "<score> <first seen ms>".
 -- ARGV[1]: now in milliseconds, or "" for the server clock (see _prelude.lua).
 -- ARGV[2...]: pairs of worker id and heartbeat score (text, as the caller formats it):
 --   every worker of the broker's heartbeat set.

@@ -7,7 +7,8 @@
 -- ARGV[2]: the message id of the run.
 -- ARGV[3]: the pending lease in milliseconds, renewed from now.
 -- ARGV[4]: the send id of this delivery's enqueue (message option cron_send_id), or "".
--- ARGV[5]: milliseconds a started run is remembered.
+-- ARGV[5]: milliseconds a started run is remembered (both sets expire that long
+--   after the job's last start).
 -- ARGV[6]: how many started runs of the job are remembered at most.
 -- Returns: 1 to run the delivery, 0 to skip it (another send of this message id started).
 --
@@ -45,6 +46,9 @@ if send_id ~= "" then
             redis.call("zrem", started, unpack(forget))
             redis.call("hdel", runs, unpack(forget))
         end
+        -- Both go with the job's last start: a removed job leaves nothing behind.
+        redis.call("pexpire", runs, ARGV[5])
+        redis.call("pexpire", started, ARGV[5])
     end
 end
 redis.call("hset", job, "last_status", "running", "last_message_id", message_id)
