@@ -4,10 +4,11 @@ Key functions (``dedup_key``, a ``Limit``'s or a ``Concurrency``'s ``key``)
 receive the message's arguments *by name*, bound to the actor's signature
 with its defaults applied, so that ``key=lambda order_id, tenant, **_:
 tenant`` works however the message was sent (positionally or by keyword).
-A key function that does not accept the arguments by name (``lambda *args:
-...``, or one written for positional calls) is called like the actor,
-``key(*args, **kwargs)``.  Signatures and bindings are cached, so the common
-case costs a dict build per message.
+A key function that does not accept the arguments by name, or that takes
+``*args`` (written for positional calls: ``lambda *args, **kwargs:
+args[0]``), is called like the actor, ``key(*args, **kwargs)``.
+Signatures and bindings are cached, so the common case costs a dict build
+per message.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def _uncached_accepts(key: Callable[..., Any], names: tuple[str, ...]) -> bool:
     signature = _signature(key)
     if signature is None:
         return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()):
+        return False  # written for positional calls (``lambda *args, **kwargs: args[0]``)
     try:
         signature.bind(**dict.fromkeys(names))
     except TypeError:
