@@ -1,6 +1,7 @@
 # The two commands of the README's quick start:
 #   make demo   run the demo on the embedded StubBroker + StubBackend
-#   make test   install everything, then lint, type-check and run the whole suite
+#   make test   install everything (the benchmarks' peers too: the suite runs every quick row),
+#               then lint, type-check and run the whole suite
 # Both need only Python 3.10+ and make: no Redis, no RabbitMQ required.
 
 PYTHON ?= python3
@@ -24,7 +25,7 @@ demo: venv
 	$(BIN)/dramatiq-resilience demo
 
 test: venv
-	$(BIN)/python -m pip install -q -e '.[test,dev,rabbitmq]'
+	$(BIN)/python -m pip install -q -e '.[test,dev,rabbitmq]' -r benchmarks/requirements.txt
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 lint:

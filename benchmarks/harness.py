@@ -126,12 +126,10 @@ class RoundTripMonitor:
             for client in self.own.client_list()
         }
         own_ports = {port for port, name in names.items() if name == OWN_CLIENT_NAME}
-        waker = self.server.client()  # the sentinel: the reader stops once it has read up to it
-        try:
-            waker.echo(self._sentinel)
-        finally:
-            waker.close()
-            self._thread.join(60)
+        # The sentinel, on the connection that just listed the clients: a new connection's
+        # handshake (HELLO) would be counted as somebody else's command.
+        self.own.echo(self._sentinel)
+        self._thread.join(60)
         for (port, command), calls in self._by_port.items():
             if port not in own_ports:
                 self.by_command[command] += calls
