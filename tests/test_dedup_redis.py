@@ -9,6 +9,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 
@@ -173,3 +174,39 @@ def test_duplicates_on_rabbitmq_wait_then_are_skipped_and_unique_send_refuses(
         "dedup_completed",
         "dedup_skipped",
     ]
+
+
+def test_commit_reconnects_a_connection_that_died_unseen(
+    backend: dr.RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection whose peer vanished without a word (a failover) fails on send: the commit
+    reconnects and sends its first round trip again (nothing was watched on the dead connection)."""
+    claimed = backend.dedup_claim(
+        "order-1", message_id="m1", actor_name="credit", token="t1", lease_ms=60_000, ttl_ms=60_000
+    )
+    assert claimed.outcome == "claimed"
+    pool = backend.client.connection_pool
+    real_get = pool.get_connection
+    broken = [True]
+
+    def get_connection(*args: Any, **kwargs: Any) -> Any:
+        connection = real_get(*args, **kwargs)
+        real_send = connection.send_packed_command
+
+        def send(command: Any, *a: Any, **k: Any) -> Any:
+            if broken:
+                broken.pop()
+                raise redis.exceptions.ConnectionError("Connection reset by peer")
+            return real_send(command, *a, **k)
+
+        monkeypatch.setattr(connection, "send_packed_command", send)
+        return connection
+
+    monkeypatch.setattr(pool, "get_connection", get_connection)
+    effect = f"{backend.namespace}:effect:{{order-1}}"
+    committed = backend.dedup_commit("order-1", token="t1", ttl_ms=60_000, writes=lambda tx: tx.incr(effect))
+    assert (committed, broken) == (True, [])
+    monkeypatch.undo()
+    assert backend.client.get(effect) == b"1"
+    record = backend.dedup_inspect("order-1")
+    assert record is not None and record.state == "completed"

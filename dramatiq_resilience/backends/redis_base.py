@@ -102,7 +102,10 @@ class RedisBase(Keyed):
         self._scripts_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        kwargs = self.client.connection_pool.connection_kwargs
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            return f"RedisBackend({type(self.client).__name__}, namespace={self.namespace!r})"
+        kwargs = pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
         return f"RedisBackend({where!r}, namespace={self.namespace!r})"
 
@@ -177,4 +180,8 @@ class RedisBase(Keyed):
             self.client.ping()
 
     def close(self) -> None:
-        self.client.connection_pool.disconnect()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
+        else:  # a client without one pool (redis-py's RedisCluster)
+            self.client.close()

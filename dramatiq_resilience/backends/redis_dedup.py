@@ -244,15 +244,31 @@ class RedisDedupOps(RedisBase, DedupOps):
         ]
         if self.clock is None:
             commands.append(("TIME",))
-        connection = pipe.connection = self.client.connection_pool.get_connection()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            raise BackendError(
+                f"Claim.commit() needs a redis.Redis client (one connection pool) for its WATCH; "
+                f"this RedisBackend has a {type(self.client).__name__}"
+            )
+        connection = pipe.connection = pool.get_connection()
         pipe.watching = True  # so that leaving the pipeline sends UNWATCH (or drops the connection)
-        connection.send_packed_command(connection.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:  # read every reply, errors too, so the connection stays in step
+        packed = connection.pack_commands(commands)
+        for attempt in (1, 2):
+            replies: list[Any] = []
             try:
-                replies.append(connection.read_response())
-            except redis.exceptions.ResponseError as exc:
-                replies.append(exc)
+                connection.send_packed_command(packed)
+                for _ in commands:  # read every reply, errors too, so the connection stays in step
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.exceptions.ResponseError as exc:
+                        replies.append(exc)
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # A pooled connection that went stale (Redis restarted, failed over): nothing is
+                # watched on a dead connection, so reconnecting and sending again is safe.
+                connection.disconnect()
+                if attempt == 2:
+                    raise
         errors = [reply for reply in replies if isinstance(reply, Exception)]
         if any(_wrong_type(error) for error in errors):
             raise self._corrupt(key)
