@@ -511,18 +511,42 @@ def test_redis_xq_import_replaces_an_unreadable_record_with_the_brokers_copy(
     assert (record.args, record.attempts, record.category, record.status) == ((7,), 2, "imported", "dead")
 
 
-def test_a_rate_limited_requeue_on_redis_is_fenced_one_message_at_a_time(
+def test_a_rate_limited_requeue_on_redis_is_fenced_a_tenth_of_a_second_at_a_time(
     redis_broker: RedisBroker, backend: dr.RedisBackend
 ) -> None:
-    """With a rate, each message goes alone behind its own fence, every hook runs, each is queued once."""
+    """With a rate of 20/s, messages go 2 at a time (100 ms worth) behind one fence each; every hook
+    runs and each is queued once."""
     hooks = Hooks()
     redis_broker.add_middleware(hooks)
     store = dr.DeadLetterStore(backend)
     store.add_many([rec(n) for n in range(3)])
-    report = store.requeue(broker=redis_broker, filter={}, rate=1_000)
+    report = store.requeue(broker=redis_broker, filter={}, rate=20)
     assert (report.requeued, report.failed, report.unconfirmed) == (IDS, {}, {})
     assert (queued_ids(redis_broker), hooks.before, hooks.after) == (IDS, IDS, IDS)
     fences = sorted(redis_broker.client.scan_iter(match=f"{redis_broker.namespace}:__dlq_requeue__.*"))
-    assert [fence.decode().rsplit(".", 1)[1] for fence in fences] == ["1", "2", "3"]
+    assert [fence.decode().rsplit(".", 1)[1] for fence in fences] == ["1", "2"]
     assert {redis_broker.client.get(fence) for fence in fences} == {b"done"}
     assert 0 < redis_broker.client.pttl(fences[0]) <= requeue_module.FENCE_TTL
+
+
+def test_the_fenced_path_is_only_for_a_plain_redis_broker(redis_url: str) -> None:
+    """A subclass that changes enqueue, or an enqueue patched on the instance, is called, not bypassed."""
+    from dramatiq.brokers.redis import RedisBroker as Plain
+
+    from dramatiq_resilience.dead_letters.requeue import _fenced
+
+    class Counting(Plain):
+        def enqueue(self, message: Any, *, delay: Any = None) -> Any:
+            return super().enqueue(message, delay=delay)
+
+    class Renamed(Plain):
+        pass
+
+    brokers = [Plain(url=redis_url), Counting(url=redis_url), Renamed(url=redis_url), Plain(url=redis_url)]
+    brokers[3].enqueue = lambda message, *, delay=None: message  # type: ignore[method-assign]
+    try:
+        assert [_fenced(broker) for broker in brokers] == [True, False, True, False]
+        assert _fenced(None) is False
+    finally:
+        for broker in brokers:
+            broker.client.close()

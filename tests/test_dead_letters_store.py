@@ -212,6 +212,53 @@ def test_requeue_by_filter_to_another_queue_with_a_limit(
     assert queued(broker) == []
 
 
+@pytest.mark.parametrize("batch", [4, 500])
+def test_a_limit_is_made_up_from_the_next_candidates_when_some_are_skipped(
+    store: dr.DeadLetterStore, broker: StubBroker, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """limit=10 over 20 records of which the first 3 are redacted: exactly 10 requeued, in order, with
+    batches smaller or larger than the limit."""
+    fill(store, [rec(n, redacted=("kwargs.card",) if n < 3 else ()) for n in range(20)])
+    monkeypatch.setattr(requeue_module, "BATCH", batch)
+    report = store.requeue(broker=broker, filter={}, limit=10)
+    assert report.requeued == [f"m{n:05d}" for n in range(3, 13)]
+    assert report.skipped == {"m00000": "redacted", "m00001": "redacted", "m00002": "redacted"}
+    assert len(queued(broker)) == 10
+    stats = store.stats()
+    assert (stats.dead, stats.claimed, stats.requeued) == (10, 0, 10)
+
+
+def test_redrive_with_a_limit_requeues_that_many(
+    backend: dr.StateBackend, broker: StubBroker, clock: dr.FakeClock
+) -> None:
+    """redrive_due(limit=5) over 8 due records, 2 of them redacted: exactly 5 requeued."""
+    policy = dr.RedrivePolicy(match={}, delay=0, name="all")
+    store = dr.DeadLetterStore(backend, redrive=[policy])
+    fill(store, [rec(n, redacted=("kwargs.card",) if n in (0, 2) else ()) for n in range(8)])
+    report = store.redrive_due(broker, limit=5)
+    assert report.policies["all"].requeued == ["m00001", "m00003", "m00004", "m00005", "m00006"]
+    assert len(queued(broker)) == 5
+
+
+def test_a_store_failing_after_the_claim_releases_what_was_claimed(
+    store: dr.DeadLetterStore, backend: dr.StateBackend, broker: StubBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time cannot be read after a batch was claimed: its records go back to dead at once."""
+    fill(store, [rec(n) for n in range(3)])
+    monkeypatch.setattr(requeue_module, "RETRY_DELAYS_MS", (1,))
+
+    def down() -> int:
+        raise dr.BackendUnavailable("Redis is unavailable: down")
+
+    monkeypatch.setattr(store, "now", down)
+    with pytest.raises(dr.BackendUnavailable):
+        store.requeue(broker=broker, filter={})
+    monkeypatch.undo()
+    assert queued(broker) == []
+    stats = store.stats()
+    assert (stats.dead, stats.claimed) == (3, 0)
+
+
 def test_dry_run_changes_nothing(store: dr.DeadLetterStore, broker: StubBroker) -> None:
     """dry_run reports what would be requeued and enqueues nothing."""
     fill(store, [rec(1), rec(2, redacted=("kwargs.card",))])

@@ -18,7 +18,8 @@ What is guaranteed:
 * **The broker fails.**  A refusal by a ``before_enqueue`` hook
   (``MiddlewareError``), or an error after which nothing can have been
   enqueued, releases the record (``failed``).  On a plain ``RedisBroker``
-  each batch is enqueued by one script behind a fence key, so a lost reply
+  each batch (with a rate: each tenth of a second's worth) is enqueued by one
+  script behind a fence key (kept :data:`FENCE_TTL`), so a lost reply
   (timeout, dropped connection, even a retry by redis-py itself) is settled
   exactly: the batch ran once, or it never will and its records are
   released.  Only if the broker stays unreachable through the backoff, or on
@@ -110,9 +111,16 @@ RESET_OPTIONS = frozenset(
 #: release, and of settling a broker batch whose outcome is unknown.
 RETRY_DELAYS_MS = (50, 100, 200, 400, 800, 1_600)
 
-#: Milliseconds a RedisBroker batch's fence is kept (one hour): far longer
-#: than a request for that batch can still be on its way to Redis.
-FENCE_TTL = 3_600_000
+#: Milliseconds a RedisBroker batch's fence is kept (10 minutes).  It must
+#: outlive any request for its batch still on its way to Redis, so that the
+#: settling ``SET NX`` (made within seconds of the error) and a late copy of the
+#: request (redis-py resending on a new connection, within its own timeouts)
+#: meet it; a request on a connection that was closed never arrives.
+FENCE_TTL = 600_000
+
+#: Seconds of a rate-limited requeue's messages sent behind one fence (so that
+#: a paced requeue leaves a few fences a second, not one per message).
+_PACED_SLICE_SECONDS = 0.1
 
 #: Records per batch without a rate limit: claimed, enqueued and finished together.
 BATCH = 500
@@ -233,12 +241,13 @@ class _Pacer:
         self.sent = 0
         self.lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, count: int = 1) -> None:
+        """Wait for the slot of the next ``count`` messages (sent together)."""
         if self.rate is None:
             return
         with self.lock:
             slot = self.started + self.sent / self.rate
-            self.sent += 1
+            self.sent += count
         delay = slot - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -262,7 +271,14 @@ def _fenced(broker: Broker | None) -> bool:
         from dramatiq.brokers.redis import RedisBroker
     except ImportError:  # pragma: no cover (redis is a dependency)
         return False
-    return isinstance(broker, RedisBroker) and type(broker).enqueue is RedisBroker.enqueue
+    if not isinstance(broker, RedisBroker) or "enqueue" in vars(broker):
+        return False  # another broker, or an enqueue patched on this one (it must run)
+    # A subclass that changes how messages are enqueued must be called, not bypassed.
+    return all(
+        "enqueue" not in vars(cls) and "do_enqueue" not in vars(cls)
+        for cls in type(broker).__mro__
+        if cls is not RedisBroker and issubclass(cls, RedisBroker)
+    )
 
 
 def _ambiguous(broker: Broker | None, error: BaseException) -> bool:
@@ -611,13 +627,16 @@ class _Operation:
             return [self._enqueue_one(message) for message in messages]
         if self.pacer.rate is None:
             return self._enqueue_fenced(messages)
+        # Paced: slices of a tenth of a second's worth, each one script behind one fence.
+        size = max(1, int(self.pacer.rate * _PACED_SLICE_SECONDS))
         outcomes: list[Outcome] = []
-        for message in messages:
+        for start in range(0, len(messages), size):
+            part = messages[start : start + size]
             if self.stop.is_set():
-                outcomes.append("not_attempted")
+                outcomes += ["not_attempted"] * len(part)
                 continue
-            self.pacer.wait()
-            outcomes += self._enqueue_fenced([message])
+            self.pacer.wait(len(part))
+            outcomes += self._enqueue_fenced(part)
         return outcomes
 
     def _skip_reason(self, item: DeadLetterRecord | UnreadableRecord) -> str | None:
@@ -654,9 +673,23 @@ class _Operation:
         }
         if len(claimed) < len(batch):
             missing = [record_id for record_id in batch if record_id not in claimed]
-            for record_id, stored in zip(missing, self.backend.dead_letters_get(missing), strict=True):
+            try:
+                found = self._retry("read records", lambda: self.backend.dead_letters_get(missing))
+            except BackendError:
+                self._release_or_log(list(claimed))  # not enqueued: give them back at once
+                raise
+            for record_id, stored in zip(missing, found, strict=True):
                 self.report.skipped[record_id] = "not_found" if stored is None else "not_dead"
         return claimed
+
+    def _release_or_log(self, record_ids: list[str]) -> None:
+        """Release claims of records that were not enqueued (else ``trim()`` does, after the timeout)."""
+        if not record_ids:
+            return
+        try:
+            self._retry("release", lambda: self.backend.dead_letters_release(record_ids, self.token))
+        except BackendError as exc:
+            logger.warning("Could not release %d dead-letter claims: %s", len(record_ids), exc)
 
     def claimed_batches(
         self, batches: Iterator[list[str]], limit: int | None
@@ -670,13 +703,28 @@ class _Operation:
         released here.
         """
 
+        leftover: list[str] = []  # candidates of a page cut short by the limit, for the next batch
+
         def fetch(reserved: int) -> tuple[list[str], dict[str, StoredDeadLetter]] | None:
-            candidates = next(batches, None)
+            nonlocal leftover
+            candidates: list[str] | None = leftover or next(batches, None)
+            leftover = []
             if candidates is None:
                 return None
-            batch = candidates if limit is None else candidates[: max(0, limit - reserved)]
-            return (batch, self._claim(batch)) if batch else None
+            if limit is not None:
+                room = max(0, limit - reserved)
+                candidates, leftover = candidates[:room], candidates[room:]
+            return (candidates, self._claim(candidates)) if candidates else None
 
+        if limit is not None:
+            # With a limit, each batch is sized by what the batches before it really requeued
+            # (skipped records are made up from the next candidates): no lookahead.
+            while not self.stop.is_set() and len(self.report.requeued) < limit:
+                got = fetch(len(self.report.requeued))
+                if got is None:
+                    return
+                yield got
+            return
         pool = ThreadPoolExecutor(1, thread_name_prefix="dead-letter-requeue")
         ahead: Future[tuple[list[str], dict[str, StoredDeadLetter]] | None] | None = pool.submit(fetch, 0)
         try:
@@ -686,7 +734,7 @@ class _Operation:
                 if got is None:
                     return
                 if not self.stop.is_set():
-                    ahead = pool.submit(fetch, len(self.report.requeued) + len(got[0]))
+                    ahead = pool.submit(fetch, 0)
                 yield got
         finally:
             if ahead is not None:  # claimed ahead, never yielded: the caller failed
@@ -708,7 +756,11 @@ class _Operation:
         report, token = self.report, self.token
         release: list[str] = []
         ready: list[tuple[DeadLetterRecord, Message[Any], tuple[Redrive, ...]]] = []
-        now = self.store.now()
+        try:
+            now = self._retry("read the time", self.store.now)
+        except BackendError:
+            self._release_or_log(list(claimed))
+            raise
         for record_id in batch:
             entry = claimed.get(record_id)
             if entry is None:
