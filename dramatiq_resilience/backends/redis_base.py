@@ -18,6 +18,7 @@ from redis.commands.core import Script
 from ..clock import Clock
 from ..errors import BackendError, BackendUnavailable, ConfigurationError
 from .base import DEFAULT_NAMESPACE
+from .held import HeldConnections
 from .keys import Keyed
 
 __all__ = ["DEFAULT_SOCKET_CONNECT_TIMEOUT", "DEFAULT_SOCKET_TIMEOUT", "RedisBase", "script_source"]
@@ -39,6 +40,7 @@ _UNAVAILABLE = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
 )
+
 
 _sources_lock = threading.Lock()
 _sources: dict[str, str] = {}
@@ -100,6 +102,8 @@ class RedisBase(Keyed):
         self.clock = clock
         self._scripts: dict[str, Script] = {}
         self._scripts_lock = threading.Lock()
+        # Script calls go out on a connection each thread keeps (see held.py).
+        self._connections = HeldConnections(client)
 
     def __repr__(self) -> str:
         pool = getattr(self.client, "connection_pool", None)
@@ -156,11 +160,12 @@ class RedisBase(Keyed):
         try:
             if client is not None:  # a pipeline: Script loads what the pipeline needs
                 return script(keys=list(keys), args=[self.now_arg(), *args], client=client)
+            command = ("EVALSHA", script.sha, len(keys), *keys, self.now_arg(), *args)
             try:
-                return self.client.evalsha(script.sha, len(keys), *keys, self.now_arg(), *args)
+                return self._connections.call(*command)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.script)
-                return self.client.evalsha(script.sha, len(keys), *keys, self.now_arg(), *args)
+                return self._connections.call(*command)
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
         except redis.exceptions.RedisError as exc:

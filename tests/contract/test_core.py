@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
 import time
 
 import pytest
@@ -15,6 +18,7 @@ from dramatiq_resilience import (
     RedisBackend,
     StateBackend,
 )
+from dramatiq_resilience.backends.held import HeldConnections
 from dramatiq_resilience.testing import RedisServer
 
 
@@ -95,6 +99,109 @@ def test_redis_backend_recovers_after_a_restart(redis_server: RedisServer, redis
         redis_server.start()
     backend.ping()
     assert backend.run_script("now", [], []) > 0
+
+
+def test_redis_scripts_keep_one_connection_per_thread(redis_url: str) -> None:
+    """A thread's script calls share one connection; it goes back to the pool when the thread ends."""
+    backend = RedisBackend(url=redis_url)
+    pool = backend.client.connection_pool
+    admin = redis.Redis.from_url(redis_url)
+    backend.run_script("now", [], [])  # loads the script (on a pooled connection) the first time
+    before = admin.info("stats")["total_connections_received"]
+    for _ in range(50):
+        backend.run_script("now", [], [])
+    assert admin.info("stats")["total_connections_received"] - before == 0
+
+    in_use: list[int] = []
+
+    def calls() -> None:
+        for _ in range(20):
+            backend.run_script("now", [], [])
+        in_use.append(len(pool._in_use_connections))
+
+    thread = threading.Thread(target=calls)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert in_use == [2]  # the main thread's and this thread's, each held across its calls
+    assert len(pool._in_use_connections) == 1  # the ended thread's went back to the pool
+
+
+def test_a_held_connection_that_went_stale_is_reconnected_once(redis_url: str) -> None:
+    """A script call on a connection Redis dropped reconnects and runs once; so after close()."""
+    backend = RedisBackend(url=redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    backend.run_script("now", [], [])
+    admin.config_resetstat()
+    held = next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha")
+    assert admin.client_kill_filter(_id=held) == 1
+    assert backend.run_script("now", [], []) > 0
+    backend.close()
+    assert backend.run_script("now", [], []) > 0
+    assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] == 2
+
+
+def test_a_forked_child_opens_its_own_connection(redis_url: str) -> None:
+    """After a fork the child never uses the parent's held connection, and the parent's still works."""
+    backend = RedisBackend(url=redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    backend.run_script("now", [], [])
+    before = admin.info("stats")["total_connections_received"]
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its script call worked on a connection of its own
+        ok = backend.run_script("now", [], []) > 0
+        opened = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"] - before
+        os._exit(0 if ok and opened == 2 else 1)  # its script connection and the one asking
+    assert os.waitpid(pid, 0)[1] == 0
+    assert backend.run_script("now", [], []) > 0
+    assert admin.info("stats")["total_connections_received"] - before == 2  # the parent opened none
+
+
+def test_threads_hold_at_most_half_of_a_small_pool(redis_url: str) -> None:
+    """Six live threads on a pool of 4 all run scripts; only 2 hold a connection, none waits."""
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=4, timeout=1)
+    backend = RedisBackend(client=redis.Redis(connection_pool=pool))
+    budget = backend._connections.budget
+    ran = threading.Barrier(7)
+    done = threading.Event()
+    results: list[bool] = []
+
+    def calls() -> None:
+        results.extend(backend.run_script("now", [], []) > 0 for _ in range(20))
+        ran.wait(5)
+        done.wait(5)  # stay alive, so a held connection stays held
+
+    threads = [threading.Thread(target=calls) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    ran.wait(5)
+    assert budget.held == 2
+    assert len(pool._get_in_use_connections()) == 2  # the other four borrowed one per call, as redis-py does
+    assert backend.client.ping() is True  # the pool still has room for everyone else
+    done.set()
+    for thread in threads:
+        thread.join()
+    gc.collect()
+    assert results == [True] * 120
+    assert budget.held == 0
+    assert len(pool._get_in_use_connections()) == 0
+
+
+def test_an_exception_between_send_and_read_never_hands_on_a_stale_reply(redis_url: str) -> None:
+    """A call cut off after its send (as TimeLimit does) closes the connection; the next reads its own."""
+    connections = HeldConnections(redis.Redis.from_url(redis_url))
+    assert connections.call("ECHO", "warm") == b"warm"
+    held = connections.local.value.connection
+    read = held.read_response
+
+    def cut_off(*args: object, **kwargs: object) -> object:
+        held.read_response = read
+        raise RuntimeError("time limit exceeded")
+
+    held.read_response = cut_off
+    with pytest.raises(RuntimeError):
+        connections.call("ECHO", "first")
+    assert connections.call("ECHO", "second") == b"second"
 
 
 @pytest.mark.parametrize("namespace", ["", "a{b", "x}"])
