@@ -196,3 +196,21 @@ def test_an_unreachable_backend_is_unhealthy(stub_broker: StubBroker, scored: An
     assert (report.status, report.exit_code) == ("unhealthy", 2)
     assert report.inputs.errors[0].startswith("state backend:")
     assert scored.health.flush() is False  # counts are kept for the next flush
+
+
+def test_a_reporting_process_lists_the_scan_queue_before_any_scan_ran(
+    stub_broker: StubBroker, stub_backend: dr.StubBackend
+) -> None:
+    """`health` from a process that boots no worker sees the scans' queue, as the workers declare it."""
+    stack = dr.install(stub_broker, backend=stub_backend, scheduling={"run_scheduler": False})
+
+    @dramatiq.actor(queue_name="mail")
+    def mail() -> None: ...
+
+    report = stack.health.evaluate(stub_broker)
+    assert "dramatiq_resilience.scan.stalled" not in stub_broker.actors  # nothing was declared
+    assert sorted(report.queues) == ["dramatiq_resilience", "mail"]
+    assert report.actors["dramatiq_resilience.scan.stalled"].queue_name == "dramatiq_resilience"
+    other = StubBroker()
+    none = dr.install(other, backend=stub_backend, scheduling={"scans": False}).health.evaluate(other)
+    assert list(none.queues) == []

@@ -223,6 +223,10 @@ class CronOps(abc.ABC):
         """
 
     @abc.abstractmethod
+    def cron_run_started(self, name: str, message_id: str) -> bool:
+        """Whether a worker started run ``message_id`` of job ``name`` (as :meth:`cron_started` remembers)."""
+
+    @abc.abstractmethod
     def cron_finished(
         self, name: str, message_id: str, *, status: str, error: str | None = None, keep_pending: bool = False
     ) -> None:

@@ -127,6 +127,10 @@ class RedisCronOps(RedisBase, CronOps):
         args = [message_id, lease_ms, send_id or "", RUN_MEMORY, RUN_MEMORY_COUNT]
         return bool(self.run_script("cron_started", keys, args))
 
+    def cron_run_started(self, name: str, message_id: str) -> bool:
+        with self.errors():
+            return bool(self.client.hexists(self.key("cron", name, "runs"), message_id))
+
     def cron_finished(
         self, name: str, message_id: str, *, status: str, error: str | None = None, keep_pending: bool = False
     ) -> None:

@@ -140,6 +140,10 @@ class StubCronOps(StubBase, CronOps):
                 record["pending_until"] = str(now + lease_ms)
             return True
 
+    def cron_run_started(self, name: str, message_id: str) -> bool:
+        with self.atomic():
+            return message_id in self._cron()["runs"].get(name, {})
+
     @staticmethod
     def _forget_runs(runs: dict[str, tuple[str, int]], now: int) -> None:
         """Trim like cron_started.lua: runs past RUN_MEMORY, 100 at a time, then the oldest past the count."""

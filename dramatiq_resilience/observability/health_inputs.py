@@ -73,6 +73,16 @@ def _snapshot_depths(backend: StateBackend) -> dict[str, QueueDepth] | None:
     return {name: QueueDepth(**values) for name, values in depths.items()}
 
 
+def _scan_actors(broker: Any) -> dict[str, str]:
+    """The scans' actors that ``broker``'s workers declare, even where none was declared yet."""
+    from ..install import installed
+
+    stack = installed(broker)
+    piece = stack.middleware.get("scheduling") if stack is not None else None
+    scan_queues = getattr(piece, "scan_queues", None)
+    return scan_queues(broker) if scan_queues is not None else {}
+
+
 def gather(
     backend: StateBackend,
     policy: HealthPolicy,
@@ -117,7 +127,7 @@ def gather(
                     "recent": stats.recent,
                 }
     if broker is not None:
-        inputs.actors = {name: actor.queue_name for name, actor in broker.actors.items()}
+        inputs.actors = {**_scan_actors(broker), **{n: a.queue_name for n, a in broker.actors.items()}}
         try:
             from .depth import queue_depths
 

@@ -18,7 +18,7 @@ from ..options import Option, milliseconds, optional
 from .cron import DEFAULT_OVERLAP_LEASE
 from .inflight import DEFAULT_INFLIGHT_INTERVAL, InflightTracker
 from .recovery import DEFAULT_STALLED_AFTER
-from .scans import declare_scans
+from .scans import declare_scans, scan_queues
 from .scheduler import DEFAULT_POLL_INTERVAL, DEFAULT_SEND_LEASE, Scheduler
 from .sender import SEND_ID_OPTION
 
@@ -115,6 +115,10 @@ class Scheduling(ResilienceMiddleware):
 
     def _scan_names(self) -> list[str] | None:
         return None if self.scans is True else list(self.scans or [])
+
+    def scan_queues(self, broker: Broker) -> dict[str, str]:
+        """The scan actors this middleware's workers declare (by name), with their queue."""
+        return scan_queues(broker, self._scan_names()) if self.scans else {}
 
     def before_worker_boot(self, broker: Broker, worker: Any) -> None:
         # Declared before the worker starts its consumers, so it consumes the scans' queue.

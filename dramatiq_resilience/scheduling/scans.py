@@ -46,6 +46,7 @@ __all__ = [
     "run_scan",
     "scan_actor_name",
     "scan_jobs",
+    "scan_queues",
     "unregister_scan",
 ]
 
@@ -191,6 +192,15 @@ def _selected(broker: Broker, names: Sequence[str] | None) -> list[Scan]:
     else:
         chosen = list(scans.values())
     return [scan for scan in chosen if scan.applies(broker)]
+
+
+def scan_queues(broker: Broker, names: Sequence[str] | None = None) -> dict[str, str]:
+    """The actors :func:`declare_scans` declares on ``broker``, by name, with their queue; declares none.
+
+    For a process that reports on workers without being one (``health``, the demo's
+    summary): the scans' queue is known before any scan has run there.
+    """
+    return {scan_actor_name(scan.name): SCAN_QUEUE for scan in _selected(broker, names)}
 
 
 def declare_scans(broker: Broker, names: Sequence[str] | None = None) -> dict[str, Any]:

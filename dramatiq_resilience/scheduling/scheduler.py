@@ -319,7 +319,7 @@ class Scheduler:
         """Send what a dead claimer left unconfirmed; report what is too old to send."""
         for send in claim.recovered:
             self.logger.warning(
-                "Sending occurrence %s of cron job %r again: the scheduler that claimed it did not confirm.",
+                "Taking over occurrence %s of cron job %r: the scheduler that claimed it did not confirm.",
                 iso(send.occurrence_ms),
                 job.name,
             )

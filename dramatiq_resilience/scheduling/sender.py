@@ -10,6 +10,15 @@ scheduler takes the send over.  Within that lease the sender
 2. confirms (``cron_sent``) for up to three quarters of it, retrying a
    backend that blips, so that nobody sends it again.
 
+A scheduler taking over a send first looks whether the run is out already (its
+claimer died between its enqueue and its confirmation): on a RedisBroker, the
+message id still in the queue's or its delay queue's messages (queued, delayed,
+or being worked on; the queue's messages are scanned), or a worker having started
+it (``cron_run_started``).  The delay queue is read first, then the queue, then
+the starts: a delayed run enters the queue before it leaves the delay queue, and
+a worker records a start before it acks, so no run slips between the reads.  It
+then only confirms the send.  On other brokers it cannot tell and sends again.
+
 Each enqueue carries a send id of its own (message option ``cron_send_id``).
 If both a late sender and a taker-over enqueue the run (the confirmation was
 lost, or an abandoned enqueue went through after all), the two copies share
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import json
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -28,11 +38,13 @@ from typing import Any
 
 from dramatiq import Message
 from dramatiq.broker import Broker
+from dramatiq.common import dq_name
 from dramatiq.logging import get_logger
 
 from .. import events
 from ..backends.base import StateBackend
 from ..backends.cron import CronSend
+from ..broker_kind import broker_kind
 from ..clock import Clock, FakeClock
 from ..enqueue import internal_enqueue
 from ..errors import BackendError
@@ -261,6 +273,26 @@ class Sender:
             **fields,
         )
 
+    def _out_already(self, job: CronJob, send: CronSend) -> bool:
+        """Whether the run of a taken-over send was enqueued by its dead claimer (see the module)."""
+        if broker_kind(self.broker) != "redis":
+            return False
+        try:
+            # The delay queue first: a delayed run moves to the queue before it leaves the
+            # delay queue, and a run that starts is recorded before it leaves the queue.
+            return any(
+                _holds(self.broker, queue, send.message_id)
+                for queue in (dq_name(job.queue_name), job.queue_name)
+            ) or self.backend.cron_run_started(job.name, send.message_id)
+        except Exception as exc:  # cannot tell: send it again (workers run one copy)
+            self.logger.warning(
+                "Could not tell whether message %r of cron job %r is out already: %s; sending it again.",
+                send.message_id,
+                job.name,
+                exc,
+            )
+            return False
+
     def send(
         self,
         job: CronJob,
@@ -278,7 +310,14 @@ class Sender:
         leased_at = self.clock.now_ms() if leased_at is None else leased_at
         message = job.message(send.message_id, occurrence_ms=send.occurrence_ms)
         delay = job.delay_for(send.message_id)
-        if not self._enqueue(message, delay, leased_at=leased_at, late=self._late(job, send)):
+        if recovered and self._out_already(job, send):
+            self.logger.warning(
+                "Message %r of cron job %r was enqueued by the scheduler that claimed it; "
+                "confirming it without sending it again.",
+                send.message_id,
+                job.name,
+            )
+        elif not self._enqueue(message, delay, leased_at=leased_at, late=self._late(job, send)):
             return False
         self._confirm(job, send, leased_at=leased_at)
         overdue = self.clock.now_ms() - leased_at - self.send_lease
@@ -316,3 +355,17 @@ class Sender:
         self.logger.info("Cron job %r run now as message %r.", job.name, message.message_id)
         self._fired(job, message.message_id, None, delay_ms=0, coalesced=0, recovered=False, run_now=True)
         return message
+
+
+def _holds(broker: Any, queue: str, message_id: str) -> bool:
+    """Whether RedisBroker ``broker`` holds a message ``message_id`` on ``queue`` (queued or unacked).
+
+    The broker keys its messages by an id of each enqueue (``redis_message_id``),
+    so the queue's messages are scanned, a thousand per round trip; only a
+    takeover, which follows a scheduler's death, pays for it.
+    """
+    needle = message_id.encode()
+    for _, data in broker.client.hscan_iter(f"{broker.namespace}:{queue}.msgs", count=1_000):
+        if needle in data and json.loads(data).get("message_id") == message_id:
+            return True
+    return False

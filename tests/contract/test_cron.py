@@ -237,7 +237,9 @@ def test_a_second_send_of_a_started_run_is_refused(backend: StateBackend, clock:
     """The first send id started wins; its redeliveries run, another send of the id is refused."""
     backend.cron_register("report", SPEC, next_run_ms=None)
     claim(backend, T0, "m1")
+    assert backend.cron_run_started("report", "m1") is False
     assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="a") is True
+    assert backend.cron_run_started("report", "m1") is True
     backend.cron_finished("report", "m1", status="succeeded")
     clock.advance(1_000)
     assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="b") is False
@@ -246,6 +248,8 @@ def test_a_second_send_of_a_started_run_is_refused(backend: StateBackend, clock:
     assert backend.cron_started("report", "m1", lease_ms=60_000, send_id="a") is True  # a redelivery
     assert job(backend).last_status == "running"
     assert backend.cron_started("report", "m1", lease_ms=60_000) is True  # no send id: not checked
+    assert backend.cron_started("report", "m3", lease_ms=60_000) is True
+    assert backend.cron_run_started("report", "m3") is False  # nor remembered
     assert backend.cron_started("report", "m2", lease_ms=60_000, send_id="b") is True
     assert backend.cron_started("ghost", "m1", lease_ms=60_000, send_id="b") is True
     assert [state.name for state in backend.cron_jobs()] == ["report"]

@@ -149,6 +149,70 @@ def test_the_stalled_scan_measures_running_time_whatever_the_workers_clock(
     ]
 
 
+@pytest.mark.parametrize(
+    ("left", "copies"),
+    [("queued", 1), ("delayed", 1), ("started", 0), ("unsent", 1)],
+)
+def test_a_takeover_sends_again_only_what_the_dead_claimer_did_not_enqueue(
+    redis_broker: RedisBroker,
+    redis_backend: dr.RedisBackend,
+    clock: dr.FakeClock,
+    captured: list[dr.Event],
+    left: str,
+    copies: int,
+) -> None:
+    """The claimer died after its enqueue, before its confirmation: the taker-over confirms, never resends.
+
+    "queued"/"delayed": the message is still in the queue (or its delay queue);
+    "started": a worker started it and acked it; "unsent": it died before its enqueue.
+    """
+
+    @dramatiq.actor(queue_name="ticks", max_retries=0)
+    def tick() -> None: ...
+
+    dr.schedule(tick, every=10_000, overlap="allow", jitter=5_000 if left == "delayed" else 0)
+    dead = dr.Scheduler(redis_broker, backend=redis_backend, clock=clock, scans=False).start(timer=False)
+    dead.sender._confirm = lambda *args, **kwargs: False  # type: ignore[method-assign]  # dies here
+    if left == "unsent":
+        dead.sender._enqueue = lambda *args, **kwargs: True  # type: ignore[method-assign]
+    clock.advance(10_000)
+    dead.tick()
+    dead.shutdown()
+    [claimed] = named(captured, "cron_fired")
+    message_id = claimed["message_id"]
+    client, prefix = redis_broker.client, f"{redis_broker.namespace}:"
+
+    def copies_held(key: str | None = None) -> int:
+        return sum(
+            json.loads(data)["message_id"] == message_id
+            for queue in ([key] if key else ["ticks", "ticks.DQ"])
+            for data in client.hvals(f"{prefix}{queue}.msgs")
+        )
+
+    assert copies_held() == (0 if left == "unsent" else 1)
+    assert copies_held("ticks.DQ") == (left == "delayed")
+    if left == "started":
+        [message] = [json.loads(data) for data in client.hvals(f"{prefix}ticks.msgs")]
+        assert redis_backend.cron_started(
+            "tick", message_id, lease_ms=60_000, send_id=message["options"]["cron_send_id"]
+        )
+        client.delete(f"{prefix}ticks", f"{prefix}ticks.msgs")  # run and acked
+    captured.clear()
+    clock.advance(10_000)  # the send lease has ended (and the next occurrence is due)
+    taker = dr.Scheduler(redis_broker, backend=redis_backend, clock=clock, scans=False).start(timer=False)
+    taker.poll()
+    taker.shutdown()
+    assert copies_held() == copies
+    fired = [e for e in named(captured, "cron_fired") if e["message_id"] == message_id]
+    assert [e["recovered"] for e in fired] == [True]  # taken over once, announced once
+    clock.advance(60_000)  # long past any send lease
+    again = redis_backend.cron_claim(
+        "tick", None, "", next_run_ms=None, send_lease_ms=10_000, skip_if_pending=False,
+        lease_ms=60_000, grace_ms=120_000,
+    )  # fmt: skip
+    assert (again.recovered, again.expired) == ((), ())  # confirmed: nobody takes it over again
+
+
 def test_cron_cli_lists_enables_disables_and_requests_runs(
     redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
