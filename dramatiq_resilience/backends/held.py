@@ -5,11 +5,24 @@ Taking a connection from redis-py's pool and giving it back around every
 81 µs against 45 µs per limiter decision). So each thread keeps one connection
 of the pool for its script calls and gives it back when it ends.
 
-Held connections never take more than half of the pool's ``max_connections``
-(redis-py 8's default pool has 100): past that, a thread's call takes a
-connection from the pool and gives it back, as redis-py does, so a worker with
-many threads, or a client shared with other code, never runs out of
-connections (nor blocks, with a ``BlockingConnectionPool``) because of us.
+Held connections never take more than half of a pool's ``max_connections``
+(redis-py 8's default pool has 100), counted per pool and process however many
+backends share the pool: past that, a thread's call takes a connection from
+the pool and gives it back, as redis-py does, so a worker with many threads,
+or a client shared with other code, never runs out of connections (nor
+blocks, with a ``BlockingConnectionPool``) because of us. Pools with
+client-side caching, or with maintenance notifications turned on explicitly
+(``enabled=True``), are never held from: each call checks a connection out.
+
+A command is never sent twice. Our scripts are not idempotent (a claim, a
+rate-window start, a breaker count), and a reply that does not come back in
+time does not mean Redis did not run the command. Before each send the held
+connection is checked as redis-py's pool checks the connections it hands out
+(a connection Redis closed, or with an unread reply, is opened again); after
+the send, any failure closes it and is raised, whatever ``retry`` the client
+was given (a connection checked out per call is used the same way). Only
+clients without a single pool (RedisCluster) go through redis-py's
+``execute_command``, and its retries.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from typing import Any
 
 import redis
@@ -47,6 +61,50 @@ class _Budget:
             if self.pid == pid:
                 self.held -= 1
 
+    def forked(self) -> None:
+        """In a forked child: nothing is held, and a lock copied while held is replaced."""
+        self.lock = threading.Lock()
+        self.pid, self.held = os.getpid(), 0
+
+
+class _Budgets:
+    """The budget of each pool (by the pool's identity: pools are not all hashable), per process."""
+
+    def __init__(self) -> None:
+        self.by_pool: dict[int, _Budget] = {}
+        self.lock = threading.Lock()
+        self.fork_hook = False
+
+    def of(self, pool: Any) -> _Budget:
+        with self.lock:
+            budget = self.by_pool.get(id(pool))
+            if budget is None:
+                limit = getattr(pool, "max_connections", 0) or 0
+                budget = self.by_pool[id(pool)] = _Budget(limit // 2)
+                weakref.finalize(pool, self.by_pool.pop, id(pool), None)
+                if not self.fork_hook:  # registered on first use: importing changes nothing
+                    os.register_at_fork(after_in_child=self.forked)
+                    self.fork_hook = True
+            return budget
+
+    def forked(self) -> None:
+        """In a forked child: locks copied while another thread held them are replaced."""
+        self.lock = threading.Lock()
+        for budget in list(self.by_pool.values()):
+            budget.forked()
+
+
+_BUDGETS = _Budgets()
+
+
+def _holdable(pool: Any) -> bool:
+    """Whether connections of ``pool`` may be held: not with client-side caching, nor with
+    maintenance notifications turned on explicitly (redis-py must see every command then)."""
+    if getattr(pool, "cache", None) is not None:
+        return False
+    enabled = getattr(pool, "maint_notifications_enabled", None)
+    return enabled is None or enabled() is not True
+
 
 class _Held:
     """One thread's own connection of a pool, given back when the thread ends."""
@@ -58,10 +116,7 @@ class _Held:
         self.budget = budget
         self.pid = os.getpid()
         try:
-            try:
-                self.connection = pool.get_connection()
-            except TypeError:  # redis-py before 5.3 wants a command name
-                self.connection = pool.get_connection("EVALSHA")
+            self.connection = _checkout(pool)
         except BaseException:
             budget.give_back(self.pid)
             raise
@@ -80,36 +135,69 @@ class HeldConnections:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.pool = getattr(client, "connection_pool", None)
-        limit = getattr(self.pool, "max_connections", 0) or 0
-        self.budget = _Budget(limit // 2)
+        holdable = self.pool is not None and _holdable(self.pool)
+        self.budget = _BUDGETS.of(self.pool) if holdable else None
         self.local = threading.local()
 
     def call(self, *command: Any) -> Any:
-        """Send ``command`` and read its reply.
+        """Send ``command`` once and read its reply.
 
-        A held connection that went stale (Redis restarted, a failover, a
-        ``CLIENT KILL``) is reconnected and the command sent once more, as
-        redis-py's own retry does; callers send only commands that are safe to
-        run twice after a lost reply. Clients without a single pool
-        (RedisCluster), and threads past the budget, go through redis-py.
+        Threads past the budget, and pools redis-py must see every command of,
+        check a connection out for the call. Clients without a single pool
+        (RedisCluster) go through redis-py, and its retries.
         """
+        if self.pool is None:
+            return self.client.execute_command(*command)
         held = self._held()
         if held is None:
-            return self.client.execute_command(*command)
-        try:
-            return _exchange(held.connection, command)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            return _exchange(held.connection, command)  # send_command reconnects
+            connection = _checkout(self.pool)
+            try:
+                return _exchange(connection, command)
+            finally:
+                self.pool.release(connection)
+        connection = held.connection
+        _ready(connection)
+        return _exchange(connection, command)
 
     def _held(self) -> _Held | None:
         held: _Held | None = getattr(self.local, "value", None)
         if held is not None and held.pid == os.getpid():
             return held
         self.local.value = None  # a connection inherited through a fork is the parent's
-        if self.pool is None or not self.budget.take():
+        if self.budget is None or not self.budget.take():
             return None
         held = self.local.value = _Held(self.pool, self.budget)
         return held
+
+
+def _checkout(pool: Any) -> Any:
+    """A connection of ``pool``, checked (and reconnected if need be) by the pool."""
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        return pool.get_connection("EVALSHA")
+
+
+def _ready(connection: Any) -> None:
+    """Make ``connection`` ready to send, as redis-py's pool does for the connections it hands out.
+
+    Also what the pool does when a connection comes back to it: a connection
+    marked for reconnection is closed, and a pending re-authentication is sent.
+    Unread data (a reply left unread, Redis closing the connection, or a push
+    message such as a maintenance notification) reopens the connection.
+    """
+    should_reconnect = getattr(connection, "should_reconnect", None)
+    if should_reconnect is not None and should_reconnect():
+        connection.disconnect()
+    try:
+        if connection.can_read():  # connects if closed
+            raise redis.exceptions.ConnectionError("connection has data")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        connection.disconnect()
+        connection.connect()
+    re_auth = getattr(connection, "re_auth", None)
+    if re_auth is not None:
+        re_auth()
 
 
 def _exchange(connection: Any, command: tuple[Any, ...]) -> Any:

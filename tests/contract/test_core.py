@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.cache import CacheConfig
 from redis.crc import key_slot
+from redis.maint_notifications import MaintNotificationsConfig
+from redis.retry import Retry
 
 from dramatiq_resilience import (
     BackendUnavailable,
@@ -18,6 +23,7 @@ from dramatiq_resilience import (
     RedisBackend,
     StateBackend,
 )
+from dramatiq_resilience.backends import held as held_module
 from dramatiq_resilience.backends.held import HeldConnections
 from dramatiq_resilience.testing import RedisServer
 
@@ -202,6 +208,124 @@ def test_an_exception_between_send_and_read_never_hands_on_a_stale_reply(redis_u
     with pytest.raises(RuntimeError):
         connections.call("ECHO", "first")
     assert connections.call("ECHO", "second") == b"second"
+
+
+_BUSY_600_MS = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 600000 then return 1 end
+end
+"""
+
+
+@pytest.mark.parametrize("max_connections", [100, 1], ids=["held", "checked-out"])
+def test_a_reply_that_comes_too_late_is_raised_and_the_command_never_sent_again(
+    redis_url: str, max_connections: int
+) -> None:
+    """Redis runs a command whose reply timed out: sending it again (the client's retry) runs it twice."""
+    client = redis.Redis.from_url(
+        redis_url, socket_timeout=0.3, max_connections=max_connections, retry=Retry(NoBackoff(), 3)
+    )
+    connections = HeldConnections(client)
+    assert connections.call("ECHO", "warm") == b"warm"
+    assert connections.budget.held == (1 if max_connections == 100 else 0)
+    busy = threading.Thread(target=redis.Redis.from_url(redis_url).eval, args=(_BUSY_600_MS, 0))
+    busy.start()
+    time.sleep(0.1)  # the busy script runs: the next command waits behind it
+    with pytest.raises(redis.exceptions.TimeoutError):
+        connections.call("INCR", "runs")
+    busy.join()
+    assert connections.call("INCR", "runs") == 2  # the timed-out INCR ran once; this reply is its own
+
+
+def test_backends_sharing_a_pool_share_its_budget(redis_url: str) -> None:
+    """Two backends on one pool of 4 hold at most 2 connections together; the pool keeps room."""
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=4, timeout=1)
+    client = redis.Redis(connection_pool=pool)
+    backends = [RedisBackend(client=client, namespace=name) for name in ("a", "b")]
+    assert backends[0]._connections.budget is backends[1]._connections.budget
+    ran = threading.Barrier(5)
+    done = threading.Event()
+
+    def calls(backend: RedisBackend) -> None:
+        backend.run_script("now", [], [])
+        ran.wait(5)
+        done.wait(5)
+
+    threads = [threading.Thread(target=calls, args=(b,)) for b in backends for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    ran.wait(5)
+    assert backends[0]._connections.budget.held == 2
+    assert client.ping() is True
+    done.set()
+    for thread in threads:
+        thread.join()
+
+
+def test_a_fork_while_the_budget_is_locked_leaves_the_child_a_free_lock(redis_url: str) -> None:
+    """A child forked while a thread holds the budget's lock gets a lock of its own (no deadlock)."""
+    backend = RedisBackend(url=redis_url)
+    backend.run_script("now", [], [])
+    budget = backend._connections.budget
+    with budget.lock:
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # a deadlock ends the child with SIGALRM
+            threading.Thread(target=backend.run_script, args=("now", [], [])).start()
+            os._exit(0 if backend.run_script("now", [], []) > 0 else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_caching_or_notifying_clients_are_never_held_from() -> None:
+    """Client-side caching, or maintenance notifications turned on, need redis-py to see every command."""
+    caching = redis.Redis(protocol=3, cache_config=CacheConfig())
+    notifying = redis.Redis(protocol=3, maint_notifications_config=MaintNotificationsConfig(enabled=True))
+    assert HeldConnections(caching).budget is None
+    assert HeldConnections(notifying).budget is None
+    assert HeldConnections(redis.Redis()).budget is not None  # RESP3 by default on redis-py 8: held
+
+
+def test_a_client_never_held_from_checks_a_connection_out_per_call(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call checks a connection out and gives it back, also in threads and in a forked child."""
+    monkeypatch.setattr(held_module, "_holdable", lambda pool: False)
+    backend = RedisBackend(url=redis_url)
+    pool = backend.client.connection_pool
+    assert backend.run_script("now", [], []) > 0
+    thread = threading.Thread(target=backend.run_script, args=("now", [], []))
+    thread.start()
+    thread.join()
+    assert len(pool._in_use_connections) == 0
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)
+        os._exit(0 if backend.run_script("now", [], []) > 0 and not pool._in_use_connections else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_pending_reauthentication_goes_out_on_a_live_connection(redis_url: str) -> None:
+    """Credentials renewed while Redis dropped the held connection: reconnect, then authenticate."""
+    backend = RedisBackend(url=redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    backend.run_script("now", [], [])
+    held = backend._connections.local.value.connection
+    assert admin.client_kill_filter(_id=next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha"))
+    held.set_re_auth_token(_Token())
+    assert backend.run_script("now", [], []) > 0
+    assert held._re_auth_token is None
+
+
+class _Token:
+    """A streaming-credentials token for the default user (no password set: AUTH default x works)."""
+
+    def try_get(self, key: str) -> str:
+        return "default"
+
+    def get_value(self) -> str:
+        return "anything"
 
 
 @pytest.mark.parametrize("namespace", ["", "a{b", "x}"])
