@@ -13,11 +13,14 @@ scheduler takes the send over.  Within that lease the sender
 A scheduler taking over a send first looks whether the run is out already (its
 claimer died between its enqueue and its confirmation): on a RedisBroker, the
 message id still in the queue's or its delay queue's messages (queued, delayed,
-or being worked on; the queue's messages are scanned), or a worker having started
-it (``cron_run_started``).  The delay queue is read first, then the queue, then
-the starts: a delayed run enters the queue before it leaves the delay queue, and
-a worker records a start before it acks, so no run slips between the reads.  It
-then only confirms the send.  On other brokers it cannot tell and sends again.
+or being worked on; the queue's messages are scanned, up to
+``TAKEOVER_SCAN_LIMIT`` of them, on a thread of its own until a quarter of the
+lease), or a worker having started it (``cron_run_started``).
+The delay queue is read first, then the queue, then the starts: a delayed run
+enters the queue before it leaves the delay queue, and a worker records a start
+before it acks, so no run slips between the reads.  It then only confirms the
+send.  On other brokers, or when it cannot tell, it sends
+again.
 
 Each enqueue carries a send id of its own (message option ``cron_send_id``).
 If both a late sender and a taker-over enqueue the run (the confirmation was
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import json
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -59,6 +61,9 @@ SEND_ID_OPTION = "cron_send_id"
 #: Abandoned enqueues still blocked in the broker after which a scheduler starts no new one.
 MAX_BLOCKED = 4
 
+#: Messages of a queue past which a takeover does not scan it (it sends again; workers run one copy).
+TAKEOVER_SCAN_LIMIT = 100_000
+
 #: Seconds of the first back-off between two enqueue or confirmation attempts (then doubled).
 _FIRST_BACKOFF = 0.05
 
@@ -74,11 +79,12 @@ def iso(ms: int) -> str:
 
 @dataclasses.dataclass(eq=False)  # hashable by identity: abandoned ones are kept in a set
 class _Attempt:
-    """One enqueue running on its own thread, and whether its waiter gave up on it."""
+    """One broker call running on its own thread, and whether its waiter gave up on it."""
 
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     error: BaseException | None = None
+    result: Any = None
     abandoned: bool = False
 
 
@@ -115,7 +121,10 @@ class Sender:
         # Abandoned enqueues still blocked in the broker: once MAX_BLOCKED are, new attempts
         # fail at once instead of piling up a thread and a connection each on a hung broker
         # (a few may go on: a fresh connection often works where a dead socket hangs).
+        # Takeover checks blocked in the broker or the backend are counted apart, so that
+        # they never keep enqueues to a healthy broker from starting.
         self._blocked: set[_Attempt] = set()
+        self._blocked_checks: set[_Attempt] = set()
         self._blocked_lock = threading.Lock()
 
     # -- time ------------------------------------------------------------------------
@@ -145,45 +154,60 @@ class Sender:
 
         An abandoned enqueue may still complete: ``late()`` is then called on its thread.
         """
+
+        def enqueue() -> None:
+            with internal_enqueue("scheduled"):
+                self.broker.enqueue(message, delay=delay or None)
+
+        self._on_thread(enqueue, deadline, late, blocked=self._blocked, name="enqueue")
+
+    def _on_thread(
+        self, work: Any, deadline: int, late: Any = None, *, blocked: set[_Attempt], name: str
+    ) -> Any:
+        """``work()`` on a thread of its own; its result, its error, or ``TimeoutError`` at ``deadline``.
+
+        An abandoned ``work`` that completes after all calls ``late()`` (if given) on its
+        thread; until it completes it stays in ``blocked``, which holds ``MAX_BLOCKED`` at most.
+        """
         with self._blocked_lock:
-            if len(self._blocked) >= MAX_BLOCKED:
+            if len(blocked) >= MAX_BLOCKED:
                 raise TimeoutError(
-                    f"{len(self._blocked)} earlier enqueues of this scheduler are still blocked in the "
-                    "broker; not starting another one"
+                    f"{len(blocked)} earlier {name}s of this scheduler are still blocked; "
+                    "not starting another one"
                 )
         attempt = _Attempt()
 
         def run() -> None:
             try:
-                with internal_enqueue("scheduled"):
-                    self.broker.enqueue(message, delay=delay or None)
+                attempt.result = work()
             except BaseException as exc:
                 attempt.error = exc
             with attempt.lock:
                 attempt.done.set()
                 abandoned = attempt.abandoned
             with self._blocked_lock:
-                self._blocked.discard(attempt)
-            if abandoned and attempt.error is None:
+                blocked.discard(attempt)
+            if abandoned and attempt.error is None and late is not None:
                 late()
 
         waited_from = self.clock.now_ms()
         context = contextvars.copy_context()
         threading.Thread(
-            target=context.run, args=(run,), name="dramatiq-resilience-enqueue", daemon=True
+            target=context.run, args=(run,), name=f"dramatiq-resilience-{name}", daemon=True
         ).start()
         if not self._wait(attempt, deadline):
             with attempt.lock:
                 attempt.abandoned = not attempt.done.is_set()
                 if attempt.abandoned:
                     with self._blocked_lock:
-                        self._blocked.add(attempt)
+                        blocked.add(attempt)
             if attempt.abandoned:
                 raise TimeoutError(
                     f"the broker did not answer within {self.clock.now_ms() - waited_from} milliseconds"
                 )
         if attempt.error is not None:
             raise attempt.error
+        return attempt.result
 
     def _enqueue(self, message: Message[Any], delay: int, *, leased_at: int, late: Any) -> bool:
         """Enqueue with retries until half the send lease (then another instance takes over)."""
@@ -273,17 +297,27 @@ class Sender:
             **fields,
         )
 
-    def _out_already(self, job: CronJob, send: CronSend) -> bool:
-        """Whether the run of a taken-over send was enqueued by its dead claimer (see the module)."""
+    def _out_already(self, job: CronJob, send: CronSend, *, leased_at: int) -> bool:
+        """Whether the run of a taken-over send was enqueued by its dead claimer (see the module).
+
+        The broker is asked on a thread of its own, until a quarter of the send
+        lease (at least a tenth of it from now): a broker that hangs, or a check
+        that takes longer, cannot tell.
+        """
         if broker_kind(self.broker) != "redis":
             return False
-        try:
+
+        def look() -> bool:
             # The delay queue first: a delayed run moves to the queue before it leaves the
             # delay queue, and a run that starts is recorded before it leaves the queue.
             return any(
                 _holds(self.broker, queue, send.message_id)
                 for queue in (dq_name(job.queue_name), job.queue_name)
             ) or self.backend.cron_run_started(job.name, send.message_id)
+
+        try:
+            deadline = max(leased_at + self.send_lease // 4, self.clock.now_ms() + self.send_lease // 10)
+            return bool(self._on_thread(look, deadline, blocked=self._blocked_checks, name="takeover-check"))
         except Exception as exc:  # cannot tell: send it again (workers run one copy)
             self.logger.warning(
                 "Could not tell whether message %r of cron job %r is out already: %s; sending it again.",
@@ -310,7 +344,7 @@ class Sender:
         leased_at = self.clock.now_ms() if leased_at is None else leased_at
         message = job.message(send.message_id, occurrence_ms=send.occurrence_ms)
         delay = job.delay_for(send.message_id)
-        if recovered and self._out_already(job, send):
+        if recovered and self._out_already(job, send, leased_at=leased_at):
             self.logger.warning(
                 "Message %r of cron job %r was enqueued by the scheduler that claimed it; "
                 "confirming it without sending it again.",
@@ -362,10 +396,16 @@ def _holds(broker: Any, queue: str, message_id: str) -> bool:
 
     The broker keys its messages by an id of each enqueue (``redis_message_id``),
     so the queue's messages are scanned, a thousand per round trip; only a
-    takeover, which follows a scheduler's death, pays for it.
+    takeover, which follows a scheduler's death, pays for it.  A queue holding
+    more than ``TAKEOVER_SCAN_LIMIT`` messages is not scanned: ``ValueError``.
     """
+    key = f"{broker.namespace}:{queue}.msgs"
+    held = broker.client.hlen(key)
+    if held > TAKEOVER_SCAN_LIMIT:
+        raise ValueError(f"queue {queue!r} holds {held} messages, more than {TAKEOVER_SCAN_LIMIT} to scan")
     needle = message_id.encode()
-    for _, data in broker.client.hscan_iter(f"{broker.namespace}:{queue}.msgs", count=1_000):
-        if needle in data and json.loads(data).get("message_id") == message_id:
+    for _, stored in broker.client.hscan_iter(key, count=1_000):
+        data = stored.encode() if isinstance(stored, str) else stored
+        if needle in data and Message.decode(data).message_id == message_id:
             return True
     return False

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from dramatiq.brokers.stub import StubBroker
 import dramatiq_resilience as dr
 from dramatiq_resilience.cli import main
 from dramatiq_resilience.scheduling import run_scan
+from dramatiq_resilience.scheduling import sender as sender_module
 from dramatiq_resilience.scheduling.dead_workers import broker_identity, recover_dead_workers
 from dramatiq_resilience.scheduling.inflight import InflightTracker
 
@@ -151,13 +153,14 @@ def test_the_stalled_scan_measures_running_time_whatever_the_workers_clock(
 
 @pytest.mark.parametrize(
     ("left", "copies"),
-    [("queued", 1), ("delayed", 1), ("started", 0), ("unsent", 1)],
+    [("queued", 1), ("delayed", 1), ("started", 0), ("unsent", 1), ("crowded", 2), ("hung", 2)],
 )
 def test_a_takeover_sends_again_only_what_the_dead_claimer_did_not_enqueue(
     redis_broker: RedisBroker,
     redis_backend: dr.RedisBackend,
     clock: dr.FakeClock,
     captured: list[dr.Event],
+    monkeypatch: pytest.MonkeyPatch,
     left: str,
     copies: int,
 ) -> None:
@@ -165,6 +168,8 @@ def test_a_takeover_sends_again_only_what_the_dead_claimer_did_not_enqueue(
 
     "queued"/"delayed": the message is still in the queue (or its delay queue);
     "started": a worker started it and acked it; "unsent": it died before its enqueue.
+    "crowded" (a queue past the scan limit) and "hung" (the broker does not answer
+    within a quarter of the lease): queued, but the taker-over cannot tell, so it sends again.
     """
 
     @dramatiq.actor(queue_name="ticks", max_retries=0)
@@ -199,8 +204,22 @@ def test_a_takeover_sends_again_only_what_the_dead_claimer_did_not_enqueue(
         client.delete(f"{prefix}ticks", f"{prefix}ticks.msgs")  # run and acked
     captured.clear()
     clock.advance(10_000)  # the send lease has ended (and the next occurrence is due)
+    if left == "crowded":
+        monkeypatch.setattr(sender_module, "TAKEOVER_SCAN_LIMIT", 0)
+    released = threading.Event()
+    if left == "hung":
+        hlen = client.hlen
+
+        def hung_hlen(key: str) -> int:
+            if not released.is_set():
+                clock.advance(2_500)  # the check's deadline (a quarter of the lease) passes...
+                released.wait(10)  # ...while the broker does not answer
+            return hlen(key)
+
+        monkeypatch.setattr(client, "hlen", hung_hlen)
     taker = dr.Scheduler(redis_broker, backend=redis_backend, clock=clock, scans=False).start(timer=False)
     taker.poll()
+    released.set()
     taker.shutdown()
     assert copies_held() == copies
     fired = [e for e in named(captured, "cron_fired") if e["message_id"] == message_id]
