@@ -16,13 +16,14 @@ client-side caching, or with maintenance notifications turned on explicitly
 
 A command is never sent twice. Our scripts are not idempotent (a claim, a
 rate-window start, a breaker count), and a reply that does not come back in
-time does not mean Redis did not run the command. Before each send the held
-connection is checked as redis-py's pool checks the connections it hands out
-(a connection Redis closed, or with an unread reply, is opened again); after
-the send, any failure closes it and is raised, whatever ``retry`` the client
-was given (a connection checked out per call is used the same way). Only
-clients without a single pool (RedisCluster) go through redis-py's
-``execute_command``, and its retries.
+time does not mean Redis did not run the command. Before a send on a held
+connection unused for ``CHECK_AFTER_IDLE`` seconds, it is checked as redis-py's
+pool checks the connections it hands out (a connection Redis closed is opened
+again); after the send, any failure closes it and is raised, whatever ``retry``
+the client was given. So Redis going away while a connection is busy fails one
+call on it, and the next reconnects. A connection checked out per call is used
+the same way. Only clients without a single pool (RedisCluster) go through
+redis-py's ``execute_command``, and its retries.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
 import redis
+
+#: Seconds a held connection may stay unused and still be sent on without a check first.
+#: The check is a system call, which costs threads the GIL: a busy worker skips it, as
+#: connection pools such as HikariCP skip validating a connection used within 500 ms.
+CHECK_AFTER_IDLE = 0.5
 
 
 class _Budget:
@@ -109,12 +116,13 @@ def _holdable(pool: Any) -> bool:
 class _Held:
     """One thread's own connection of a pool, given back when the thread ends."""
 
-    __slots__ = ("budget", "connection", "pid", "pool")
+    __slots__ = ("budget", "connection", "pid", "pool", "used_at")
 
     def __init__(self, pool: Any, budget: _Budget) -> None:
         self.pool = pool
         self.budget = budget
         self.pid = os.getpid()
+        self.used_at = 0.0  # time.monotonic() of the last reply read
         try:
             self.connection = _checkout(pool)
         except BaseException:
@@ -156,8 +164,10 @@ class HeldConnections:
             finally:
                 self.pool.release(connection)
         connection = held.connection
-        _ready(connection)
-        return _exchange(connection, command)
+        _ready(connection, check=time.monotonic() - held.used_at >= CHECK_AFTER_IDLE)
+        reply = _exchange(connection, command)
+        held.used_at = time.monotonic()
+        return reply
 
     def _held(self) -> _Held | None:
         held: _Held | None = getattr(self.local, "value", None)
@@ -178,23 +188,24 @@ def _checkout(pool: Any) -> Any:
         return pool.get_connection("EVALSHA")
 
 
-def _ready(connection: Any) -> None:
+def _ready(connection: Any, *, check: bool) -> None:
     """Make ``connection`` ready to send, as redis-py's pool does for the connections it hands out.
 
     Also what the pool does when a connection comes back to it: a connection
     marked for reconnection is closed, and a pending re-authentication is sent.
-    Unread data (a reply left unread, Redis closing the connection, or a push
+    With ``check``, unread data (Redis closing the connection, or a push
     message such as a maintenance notification) reopens the connection.
     """
     should_reconnect = getattr(connection, "should_reconnect", None)
     if should_reconnect is not None and should_reconnect():
         connection.disconnect()
-    try:
-        if connection.can_read():  # connects if closed
-            raise redis.exceptions.ConnectionError("connection has data")
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        connection.disconnect()
-        connection.connect()
+    if check:
+        try:
+            if connection.can_read():  # connects if closed
+                raise redis.exceptions.ConnectionError("connection has data")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            connection.disconnect()
+            connection.connect()
     re_auth = getattr(connection, "re_auth", None)
     if re_auth is not None:
         re_auth()

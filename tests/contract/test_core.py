@@ -133,8 +133,11 @@ def test_redis_scripts_keep_one_connection_per_thread(redis_url: str) -> None:
     assert len(pool._in_use_connections) == 1  # the ended thread's went back to the pool
 
 
-def test_a_held_connection_that_went_stale_is_reconnected_once(redis_url: str) -> None:
-    """A script call on a connection Redis dropped reconnects and runs once; so after close()."""
+def test_a_held_connection_that_went_stale_is_reconnected_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script call on an idle connection Redis dropped reconnects and runs once; so after close()."""
+    monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 0.0)  # every connection counts as idle
     backend = RedisBackend(url=redis_url)
     admin = redis.Redis.from_url(redis_url)
     backend.run_script("now", [], [])
@@ -145,6 +148,20 @@ def test_a_held_connection_that_went_stale_is_reconnected_once(redis_url: str) -
     backend.close()
     assert backend.run_script("now", [], []) > 0
     assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] == 2
+
+
+def test_a_busy_connection_redis_dropped_fails_one_call_and_the_next_reconnects(redis_url: str) -> None:
+    """Used within CHECK_AFTER_IDLE, a connection is not checked: the one call fails, never sent twice."""
+    backend = RedisBackend(url=redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    backend.run_script("now", [], [])
+    admin.config_resetstat()
+    held = next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha")
+    assert admin.client_kill_filter(_id=held) == 1
+    with pytest.raises(BackendUnavailable):
+        backend.run_script("now", [], [])
+    assert backend.run_script("now", [], []) > 0
+    assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
 
 
 def test_a_forked_child_opens_its_own_connection(redis_url: str) -> None:
@@ -306,8 +323,11 @@ def test_a_client_never_held_from_checks_a_connection_out_per_call(
     assert os.waitpid(pid, 0)[1] == 0
 
 
-def test_a_pending_reauthentication_goes_out_on_a_live_connection(redis_url: str) -> None:
-    """Credentials renewed while Redis dropped the held connection: reconnect, then authenticate."""
+def test_a_pending_reauthentication_goes_out_on_a_live_connection(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials renewed while Redis dropped the idle held connection: reconnect, then authenticate."""
+    monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 0.0)
     backend = RedisBackend(url=redis_url)
     admin = redis.Redis.from_url(redis_url)
     backend.run_script("now", [], [])
