@@ -133,17 +133,23 @@ def test_redis_scripts_keep_one_connection_per_thread(redis_url: str) -> None:
     assert len(pool._in_use_connections) == 1  # the ended thread's went back to the pool
 
 
-def test_a_held_connection_that_went_stale_is_reconnected_once(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A script call on an idle connection Redis dropped reconnects and runs once; so after close()."""
-    monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 0.0)  # every connection counts as idle
+def _killed_held_connection(redis_url: str) -> tuple[RedisBackend, redis.Redis]:
+    """A backend whose thread holds a connection Redis just killed, and an admin client (stats reset)."""
     backend = RedisBackend(url=redis_url)
     admin = redis.Redis.from_url(redis_url)
     backend.run_script("now", [], [])
     admin.config_resetstat()
     held = next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha")
     assert admin.client_kill_filter(_id=held) == 1
+    return backend, admin
+
+
+def test_a_held_connection_that_went_stale_is_reconnected_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script call on an idle connection Redis dropped reconnects and runs once; so after close()."""
+    monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 0.0)  # every connection counts as idle
+    backend, admin = _killed_held_connection(redis_url)
     assert backend.run_script("now", [], []) > 0
     backend.close()
     assert backend.run_script("now", [], []) > 0
@@ -152,12 +158,7 @@ def test_a_held_connection_that_went_stale_is_reconnected_once(
 
 def test_a_busy_connection_redis_dropped_fails_one_call_and_the_next_reconnects(redis_url: str) -> None:
     """Used within CHECK_AFTER_IDLE, a connection is not checked: the one call fails, never sent twice."""
-    backend = RedisBackend(url=redis_url)
-    admin = redis.Redis.from_url(redis_url)
-    backend.run_script("now", [], [])
-    admin.config_resetstat()
-    held = next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha")
-    assert admin.client_kill_filter(_id=held) == 1
+    backend, admin = _killed_held_connection(redis_url)
     with pytest.raises(BackendUnavailable):
         backend.run_script("now", [], [])
     assert backend.run_script("now", [], []) > 0
@@ -328,11 +329,8 @@ def test_a_pending_reauthentication_goes_out_on_a_live_connection(
 ) -> None:
     """Credentials renewed while Redis dropped the idle held connection: reconnect, then authenticate."""
     monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 0.0)
-    backend = RedisBackend(url=redis_url)
-    admin = redis.Redis.from_url(redis_url)
-    backend.run_script("now", [], [])
+    backend, _ = _killed_held_connection(redis_url)
     held = backend._connections.local.value.connection
-    assert admin.client_kill_filter(_id=next(c["id"] for c in admin.client_list() if c["cmd"] == "evalsha"))
     held.set_re_auth_token(_Token())
     assert backend.run_script("now", [], []) > 0
     assert held._re_auth_token is None
