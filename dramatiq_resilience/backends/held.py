@@ -122,7 +122,7 @@ class _Held:
         self.pool = pool
         self.budget = budget
         self.pid = os.getpid()
-        self.used_at = 0.0  # time.monotonic() of the last reply read
+        self.used_at = 0.0  # time.monotonic() when the last call succeeded (0: check the next one)
         try:
             self.connection = _checkout(pool)
         except BaseException:
@@ -164,7 +164,11 @@ class HeldConnections:
             finally:
                 self.pool.release(connection)
         connection = held.connection
-        _ready(connection, check=time.monotonic() - held.used_at >= CHECK_AFTER_IDLE)
+        check = time.monotonic() - held.used_at >= CHECK_AFTER_IDLE
+        # Until this call succeeds the next one checks: a call cut off anywhere (a TimeLimit
+        # exception inside redis-py, between a send and its read) may have left a reply unread.
+        held.used_at = 0.0
+        _ready(connection, check=check)
         reply = _exchange(connection, command)
         held.used_at = time.monotonic()
         return reply
@@ -224,6 +228,9 @@ def _exchange(connection: Any, command: tuple[Any, ...]) -> Any:
         return connection.read_response()
     except redis.exceptions.ResponseError:
         raise
+    except (OSError, ValueError) as exc:  # the socket closed under us (the pool disconnected)
+        connection.disconnect()
+        raise redis.exceptions.ConnectionError(f"the connection was closed during the call: {exc}") from exc
     except BaseException:
         connection.disconnect()
         raise

@@ -156,8 +156,11 @@ def test_a_held_connection_that_went_stale_is_reconnected_once(
     assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] == 2
 
 
-def test_a_busy_connection_redis_dropped_fails_one_call_and_the_next_reconnects(redis_url: str) -> None:
+def test_a_busy_connection_redis_dropped_fails_one_call_and_the_next_reconnects(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Used within CHECK_AFTER_IDLE, a connection is not checked: the one call fails, never sent twice."""
+    monkeypatch.setattr(held_module, "CHECK_AFTER_IDLE", 3600.0)  # however slow the setup, still busy
     backend, admin = _killed_held_connection(redis_url)
     with pytest.raises(BackendUnavailable):
         backend.run_script("now", [], [])
@@ -334,6 +337,41 @@ def test_a_pending_reauthentication_goes_out_on_a_live_connection(
     held.set_re_auth_token(_Token())
     assert backend.run_script("now", [], []) > 0
     assert held._re_auth_token is None
+
+
+def test_a_call_cut_off_outside_the_exchange_makes_the_next_one_check(redis_url: str) -> None:
+    """A TimeLimit while a pending AUTH's reply is unread: the next call checks, and reads its own reply."""
+    connections = HeldConnections(redis.Redis.from_url(redis_url))
+    assert connections.call("ECHO", "warm") == b"warm"
+    held = connections.local.value.connection
+    read = held.read_response
+
+    def cut_off(*args: object, **kwargs: object) -> object:
+        held.read_response = read
+        raise RuntimeError("time limit exceeded")  # AUTH was sent, its reply is left unread
+
+    held.set_re_auth_token(_Token())
+    held.read_response = cut_off
+    with pytest.raises(RuntimeError):
+        connections.call("ECHO", "first")
+    assert connections.call("ECHO", "second") == b"second"  # within CHECK_AFTER_IDLE, yet checked
+
+
+def test_a_connection_closed_under_a_call_raises_backend_unavailable(redis_url: str) -> None:
+    """close() from another thread mid-call closes the socket: a ValueError inside redis-py."""
+    backend = RedisBackend(url=redis_url)
+    backend.run_script("now", [], [])
+    held = backend._connections.local.value.connection
+    read = held.read_response
+
+    def closed(*args: object, **kwargs: object) -> object:
+        held.read_response = read
+        raise ValueError("I/O operation on closed file.")
+
+    held.read_response = closed
+    with pytest.raises(BackendUnavailable, match="closed during the call"):
+        backend.run_script("now", [], [])
+    assert backend.run_script("now", [], []) > 0
 
 
 class _Token:
