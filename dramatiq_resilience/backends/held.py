@@ -19,11 +19,12 @@ rate-window start, a breaker count), and a reply that does not come back in
 time does not mean Redis did not run the command. Before a send on a held
 connection unused for ``CHECK_AFTER_IDLE`` seconds, it is checked as redis-py's
 pool checks the connections it hands out (a connection Redis closed is opened
-again); after the send, any failure closes it and is raised, whatever ``retry``
-the client was given. So Redis going away while a connection is busy fails one
-call on it, and the next reconnects. A connection checked out per call is used
-the same way. Only clients without a single pool (RedisCluster) go through
-redis-py's ``execute_command``, and its retries.
+again), and one whose last call was cut off is reopened; after the send, any
+failure closes it and is raised, whatever ``retry`` the client was given. So
+Redis going away while a connection is busy fails one call on it, and the next
+reconnects. A connection checked out per call is used the same way. Only
+clients without a single pool (RedisCluster) go through redis-py's
+``execute_command``, and its retries.
 """
 
 from __future__ import annotations
@@ -116,13 +117,14 @@ def _holdable(pool: Any) -> bool:
 class _Held:
     """One thread's own connection of a pool, given back when the thread ends."""
 
-    __slots__ = ("budget", "connection", "pid", "pool", "used_at")
+    __slots__ = ("budget", "connection", "in_step", "pid", "pool", "used_at")
 
     def __init__(self, pool: Any, budget: _Budget) -> None:
         self.pool = pool
         self.budget = budget
         self.pid = os.getpid()
-        self.used_at = 0.0  # time.monotonic() when the last call succeeded (0: check the next one)
+        self.used_at = 0.0  # time.monotonic() when the last call succeeded
+        self.in_step = True  # False while a call runs, and after one that was cut off
         try:
             self.connection = _checkout(pool)
         except BaseException:
@@ -164,12 +166,19 @@ class HeldConnections:
             finally:
                 self.pool.release(connection)
         connection = held.connection
-        check = time.monotonic() - held.used_at >= CHECK_AFTER_IDLE
-        # Until this call succeeds the next one checks: a call cut off anywhere (a TimeLimit
-        # exception inside redis-py, between a send and its read) may have left a reply unread.
-        held.used_at = 0.0
-        _ready(connection, check=check)
-        reply = _exchange(connection, command)
+        if not held.in_step:
+            # The last call was cut off outside _exchange (a TimeLimit exception inside
+            # redis-py, say while re-authenticating): a reply may still be on its way,
+            # where no check can see it yet. Start over on a new connection.
+            connection.disconnect()
+        held.in_step = False
+        _ready(connection, check=time.monotonic() - held.used_at >= CHECK_AFTER_IDLE)
+        try:
+            reply = _exchange(connection, command)
+        except redis.exceptions.ResponseError:
+            held.in_step = True  # an error reply, read whole
+            raise
+        held.in_step = True
         held.used_at = time.monotonic()
         return reply
 
