@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import dramatiq_resilience as dr
@@ -22,3 +26,18 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert info.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`dramatiq-resilience health | head -1`: no traceback when the pipe closes, exit 141."""
+    from dramatiq_resilience.testing.redis_server import free_port
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command prints anything
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from dramatiq_resilience.cli import main; sys.exit(main())",
+         "health", "--redis", f"redis://127.0.0.1:{free_port()}/0"],
+        stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
