@@ -45,34 +45,30 @@ CHECK_AFTER_IDLE = 0.5
 
 
 class _Budget:
-    """How many connections of one pool are held, in this process."""
+    """How many connections of one pool are held, in this process (reset in a forked child)."""
 
-    __slots__ = ("held", "limit", "lock", "pid")
+    __slots__ = ("held", "limit", "lock")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self.pid = os.getpid()
         self.lock = threading.Lock()
 
     def take(self) -> bool:
         with self.lock:
-            if self.pid != os.getpid():  # a forked child: its pool starts empty
-                self.pid, self.held = os.getpid(), 0
             if self.held >= self.limit:
                 return False
             self.held += 1
             return True
 
-    def give_back(self, pid: int) -> None:
+    def give_back(self) -> None:
         with self.lock:
-            if self.pid == pid:
-                self.held -= 1
+            self.held -= 1
 
     def forked(self) -> None:
         """In a forked child: nothing is held, and a lock copied while held is replaced."""
         self.lock = threading.Lock()
-        self.pid, self.held = os.getpid(), 0
+        self.held = 0
 
 
 class _Budgets:
@@ -128,7 +124,7 @@ class _Held:
         try:
             self.connection = _checkout(pool)
         except BaseException:
-            budget.give_back(self.pid)
+            budget.give_back()
             raise
 
     def __del__(self) -> None:  # the thread ended (its thread-local storage went away)
@@ -136,7 +132,7 @@ class _Held:
             # At interpreter shutdown, or after a pool reset, there is nothing to give back.
             with contextlib.suppress(Exception):
                 self.pool.release(self.connection)
-            self.budget.give_back(self.pid)
+            self.budget.give_back()  # a _Held inherited through a fork never gets here
 
 
 class HeldConnections:

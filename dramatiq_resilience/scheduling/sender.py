@@ -15,12 +15,11 @@ claimer died between its enqueue and its confirmation): on a RedisBroker, the
 message id still in the queue's or its delay queue's messages (queued, delayed,
 or being worked on; the queue's messages are scanned, up to
 ``TAKEOVER_SCAN_LIMIT`` of them, on a thread of its own until a quarter of the
-lease), or a worker having started it (``cron_run_started``).
-The delay queue is read first, then the queue, then the starts: a delayed run
-enters the queue before it leaves the delay queue, and a worker records a start
-before it acks, so no run slips between the reads.  It then only confirms the
-send.  On other brokers, or when it cannot tell, it sends
-again.
+lease), or a worker having started it (``cron_run_started``).  The delay queue
+is read first, then the queue, then the starts: a delayed run enters the queue
+before it leaves the delay queue, and a worker records a start before it acks,
+so no run slips between the reads.  It then only confirms the send.  On other
+brokers, or when it cannot tell, it sends again.
 
 Each enqueue carries a send id of its own (message option ``cron_send_id``).
 If both a late sender and a taker-over enqueue the run (the confirmation was

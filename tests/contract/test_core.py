@@ -236,7 +236,10 @@ def test_a_reply_that_comes_too_late_is_raised_and_the_command_never_sent_again(
     assert connections.budget.held == (1 if max_connections == 100 else 0)
     busy = threading.Thread(target=redis.Redis.from_url(redis_url).eval, args=(_BUSY_600_MS, 0))
     busy.start()
-    time.sleep(0.1)  # the busy script runs: the next command waits behind it
+    probe = redis.Redis.from_url(redis_url, socket_timeout=0.05)
+    with pytest.raises(redis.exceptions.TimeoutError):  # the busy script runs once a PING waits
+        for _ in range(100):
+            probe.ping()
     with pytest.raises(redis.exceptions.TimeoutError):
         connections.call("INCR", "runs")
     busy.join()
